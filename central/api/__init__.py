@@ -1,0 +1,55 @@
+"""Central's HTTP API: ``create_app`` builds the Flask app (the fleet reference's REST contract)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from central.api import auth, health, users
+from central.api.errors import init_errors
+from central.api.extensions import db, jwt, limiter
+from central.settings import CentralSettings
+from common.settings import load_settings
+
+
+class ApiConfigError(ValueError):
+    """Settings the API server cannot start with."""
+
+
+def _config(settings: CentralSettings) -> dict[str, Any]:
+    api = settings.api
+    return {
+        "BRM_DATABASE_URL": settings.database_url,
+        "BRM_ENVIRONMENT": api.environment,
+        "BRM_LOGIN_RATE_LIMIT": api.login_rate_limit,
+        "JWT_SECRET_KEY": api.jwt_secret.get_secret_value() if api.jwt_secret else None,
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=api.access_token_expires_s),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=api.refresh_token_expires_s),
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "RATELIMIT_STORAGE_URI": api.rate_limit_storage_uri,
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "MAX_CONTENT_LENGTH": api.max_request_bytes,
+    }
+
+
+def create_app(
+    settings: CentralSettings | None = None, test_config: dict[str, Any] | None = None
+) -> Flask:
+    """The API app; ``settings`` default to the environment's, ``test_config`` overrides last."""
+    app = Flask(__name__)
+    app.config.from_mapping(_config(settings or load_settings(CentralSettings)))
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    if not app.config["JWT_SECRET_KEY"]:
+        raise ApiConfigError("api.jwt_secret is required (BRM_CENTRAL_API__JWT_SECRET)")
+
+    db.init_app(app, app.config["BRM_DATABASE_URL"])
+    jwt.init_app(app)
+    limiter.init_app(app)
+    init_errors(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(users.bp)
+    return app

@@ -1,0 +1,243 @@
+"""``battery-central``: the central server's command line (database tasks for now).
+
+Settings come from ``--config FILE`` (YAML) and ``BRM_CENTRAL_*`` environment variables, e.g.
+``BRM_CENTRAL_DATABASE_URL=postgresql://user@host/brm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import date
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from central import migrations
+from central.db.engine import StoreConfigError, make_engine, make_session_factory
+from central.db.inventory import load_fleet_locations
+from central.settings import DEFAULT_DATABASE_URL, CentralSettings
+from common.fleet import load_fleet
+from common.settings import SettingsError, load_settings
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr, exit status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="battery-central",
+        description="Central server of the battery fleet: store, ingest and APIs.",
+        epilog=(
+            "Database: BRM_CENTRAL_DATABASE_URL (postgresql://USER@HOST:PORT/DB or "
+            f"sqlite:///FILE; default {DEFAULT_DATABASE_URL}, relative to the working directory)."
+        ),
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (optional)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema tasks", description="Schema tasks.")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
+    db_commands.add_parser("upgrade", help="apply every migration up to the newest (idempotent)")
+    db_commands.add_parser("current", help="print the database's revision and the newest one")
+    partitions = db_commands.add_parser(
+        "partitions",
+        help="PostgreSQL: create monthly telemetry partitions ahead of time",
+        description="Create monthly telemetry partitions (PostgreSQL; nothing to do on SQLite).",
+    )
+    partitions.add_argument(
+        "--start", metavar="YYYY-MM", required=True, help="first month (UTC) to create"
+    )
+    partitions.add_argument(
+        "--months", type=int, default=12, help="how many months from --start (default 12)"
+    )
+
+    fleet = commands.add_parser(
+        "load-fleet",
+        help="load or update locations from a fleet file",
+        description="Upsert the locations of a fleet file (default: the settings' fleet_file).",
+    )
+    fleet.add_argument("--fleet", metavar="FILE", help="fleet YAML file")
+
+    admin = commands.add_parser(
+        "create-admin",
+        help="create an admin user of the API",
+        description="Create an admin user; the password is read from stdin or prompted for.",
+    )
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--full-name", help="display name (optional)")
+    admin.add_argument("--user-id", help="user ID (default: the username)")
+    admin.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    commands.add_parser(
+        "ingest",
+        help="store what the sites publish over MQTT (runs until SIGTERM)",
+        description=(
+            "Subscribe to the broker (BRM_CENTRAL_MQTT__HOST, __PORT, ...) and store telemetry, "
+            "births, state and events; stops cleanly on SIGTERM or Ctrl-C."
+        ),
+    )
+    return parser
+
+
+def _upgrade(settings: CentralSettings) -> None:
+    migrations.upgrade(settings.database_url)
+    print(f"database at revision {migrations.head_revision()} (head)")
+
+
+def _current(settings: CentralSettings) -> None:
+    current = migrations.current_revision(settings.database_url)
+    head = migrations.head_revision()
+    if current is None:
+        print(f"none (empty database; head is {head}: run 'battery-central db upgrade')")
+    else:
+        print(f"{current} (head)" if current == head else f"{current} (head is {head})")
+
+
+def _partitions(settings: CentralSettings, start: str, months: int) -> None:
+    try:
+        first = date.fromisoformat(f"{start}-01")
+    except ValueError as exc:
+        raise CliError(f"--start must be YYYY-MM, not {start!r}") from exc
+    if months < 1:
+        raise CliError("--months must be at least 1")
+    engine = make_engine(settings.database_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            print("SQLite keeps telemetry in one table: no partitions to create")
+            return
+        with engine.begin() as connection:
+            created = connection.exec_driver_sql(
+                "SELECT brm_ensure_telemetry_partitions(%(first)s, %(months)s)",
+                {"first": first, "months": months},
+            ).scalar_one()
+        print(f"created {created} telemetry partition(s)")
+    finally:
+        engine.dispose()
+
+
+def _load_fleet(settings: CentralSettings, path: str | None) -> None:
+    fleet = load_fleet(path or settings.fleet_file)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            changes = load_fleet_locations(session, fleet)
+    finally:
+        engine.dispose()
+    print(
+        f"locations: {changes.created} created, {changes.updated} updated, "
+        f"{changes.unchanged} unchanged"
+    )
+
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password (again): ") != password:
+            raise CliError("the passwords do not match")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CliError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def _create_admin(settings: CentralSettings, args: argparse.Namespace) -> None:
+    from central.api.accounts import AccountError, create_user
+
+    password = _read_password(args.password_stdin)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            user = create_user(
+                session,
+                user_id=args.user_id or args.username,
+                username=args.username,
+                email=args.email,
+                password=password,
+                full_name=args.full_name,
+                role="admin",
+            )
+    except AccountError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        engine.dispose()
+    print(f"admin {user.username} created (user_id {user.user_id})")
+
+
+def _ingest(settings: CentralSettings) -> None:
+    # Imported here: the other commands need neither paho nor the ingest package.
+    from central.ingest.mqtt import IngestConnection, MqttError
+    from central.ingest.service import IngestService
+    from common.topics import Topics
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    engine = make_engine(settings.database_url)
+    service = IngestService(
+        make_session_factory(engine), Topics(settings.mqtt.topic_prefix), settings.ingest
+    )
+    connection = IngestConnection(settings.mqtt, service.inbox.put)
+    try:
+        connection.start()
+        service.run(stop)
+    except MqttError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        connection.stop()
+        engine.dispose()
+    stats = service.stats
+    print(
+        f"ingest stopped: {stats.messages} messages, {stats.readings_inserted} readings stored, "
+        f"{stats.readings_duplicate} duplicates, {stats.quarantined} quarantined"
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    settings = load_settings(CentralSettings, args.config)
+    if args.command == "db":
+        if args.db_command == "upgrade":
+            _upgrade(settings)
+        elif args.db_command == "current":
+            _current(settings)
+        else:
+            _partitions(settings, args.start, args.months)
+    elif args.command == "load-fleet":
+        _load_fleet(settings, args.fleet)
+    elif args.command == "create-admin":
+        _create_admin(settings, args)
+    elif args.command == "ingest":
+        _ingest(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run(args)
+    except (CliError, SettingsError, StoreConfigError) as exc:
+        print(f"battery-central: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"battery-central: database error: {detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MQTT ingest: decide each message (``process``), write it (``store``), run it (``service``)."""

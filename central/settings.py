@@ -1,0 +1,78 @@
+"""Central's settings: built once at start-up from an optional YAML file and ``BRM_CENTRAL_*``.
+
+``database_url`` defaults to ``sqlite:///var/brm-central.sqlite3``, a SQLite file under ``var/`` in
+the working directory (created on first use; ``var/`` is git-ignored). Production points it at
+PostgreSQL: ``BRM_CENTRAL_DATABASE_URL=postgresql://user@host:5432/brm``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from common.fleet import demo_fleet_path
+from common.settings import ProgramSettings
+from common.topics import DEFAULT_PREFIX
+
+DEFAULT_DATABASE_URL = "sqlite:///var/brm-central.sqlite3"
+
+
+class MqttSettings(BaseModel):
+    """The broker ingest reads from (``BRM_CENTRAL_MQTT__HOST`` and so on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    topic_prefix: str = DEFAULT_PREFIX
+    # Fixed, so that the broker keeps this worker's session (and its queue) across restarts;
+    # each worker of a scaled-out ingest needs its own.
+    client_id: str = Field("brm-central-ingest-1", min_length=1, max_length=128)
+    shared_group: str = Field("central", min_length=1, pattern=r"^[^/+#]+$")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    keepalive_s: int = Field(30, ge=5)
+
+
+class IngestSettings(BaseModel):
+    """How ingest groups messages into one transaction each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_max_messages: int = Field(50, ge=1, le=10_000)
+    batch_max_wait_s: float = Field(0.1, gt=0, le=10)
+
+
+class ApiSettings(BaseModel):
+    """The REST API (``BRM_CENTRAL_API__JWT_SECRET`` and so on).
+
+    ``jwt_secret`` has no default: the server refuses to start without one (tests pass their own).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    jwt_secret: SecretStr | None = Field(None, min_length=32)
+    access_token_expires_s: int = Field(1800, ge=60)
+    refresh_token_expires_s: int = Field(7 * 24 * 3600, ge=60)
+    login_rate_limit: str = Field("5 per minute", min_length=1)
+    # Where flask-limiter counts requests; "memory://" holds for one process only.
+    rate_limit_storage_uri: str = Field("memory://", min_length=1)
+    environment: str = Field("production", min_length=1)
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
+
+
+class CentralSettings(ProgramSettings):
+    """Everything the central processes read from their environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRM_CENTRAL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, min_length=1)
+    fleet_file: Path = Field(default_factory=demo_fleet_path)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)

@@ -1,0 +1,1 @@
+"""Edge agent: polls a site's battery monitors and publishes every reading over MQTT."""

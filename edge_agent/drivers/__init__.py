@@ -1,0 +1,1 @@
+"""Device drivers: each protocol library lives behind one adapter module here."""

@@ -1,0 +1,140 @@
+"""Migrations: every table on both databases, partitioned telemetry on PostgreSQL, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from central import migrations
+from central.db.engine import make_engine
+from central.db.models import Base, Telemetry
+from common.fleet import demo_fleet_path
+
+TABLES = set(Base.metadata.tables)
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_every_table_and_downgrade_removes_them(db_url):
+    migrations.upgrade(db_url)
+    assert _tables(db_url) >= TABLES
+    assert migrations.current_revision(db_url) == migrations.head_revision()
+    migrations.upgrade(db_url)  # idempotent
+    assert migrations.current_revision(db_url) == migrations.head_revision()
+    migrations.downgrade(db_url)
+    assert _tables(db_url) & TABLES == set()
+    assert migrations.current_revision(db_url) is None
+
+
+def test_telemetry_key_refuses_a_duplicate_reading(migrated_url):
+    engine = make_engine(migrated_url)
+    row = {"battery_id": "BAT-DC-CNX-01-UPS-01-STR-01-001", "ts": datetime(2026, 1, 1, tzinfo=UTC)}
+    try:
+        with engine.begin() as connection:
+            connection.execute(Telemetry.__table__.insert(), row)
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(Telemetry.__table__.insert(), {**row, "voltage": 13.1})
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pg_telemetry_is_partitioned_with_a_default(migrated_url):
+    engine = make_engine(migrated_url)
+    far = datetime(2199, 6, 1, tzinfo=UTC)
+    try:
+        with engine.begin() as connection:
+            partitioned = connection.execute(
+                text("SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'telemetry'::regclass")
+            ).first()
+            assert partitioned is not None
+            connection.execute(Telemetry.__table__.insert(), {"battery_id": "B", "ts": far})
+            where = connection.execute(
+                text("SELECT tableoid::regclass::text FROM telemetry WHERE ts = :ts"), {"ts": far}
+            ).scalar_one()
+            assert where == "telemetry_default"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pg_partition_helper_creates_months_and_moves_default_rows(migrated_url):
+    engine = make_engine(migrated_url)
+    ts = datetime(2199, 6, 15, tzinfo=UTC)
+    try:
+        with engine.begin() as connection:
+            connection.execute(Telemetry.__table__.insert(), {"battery_id": "B", "ts": ts})
+            created = connection.execute(
+                text("SELECT brm_ensure_telemetry_partitions('2199-05-01', 3)")
+            ).scalar_one()
+            assert created == 3
+            again = connection.execute(
+                text("SELECT brm_ensure_telemetry_partitions('2199-05-01', 3)")
+            ).scalar_one()
+            assert again == 0
+            where = connection.execute(
+                text("SELECT tableoid::regclass::text FROM telemetry WHERE ts = :ts"), {"ts": ts}
+            ).scalar_one()
+            assert where == "telemetry_p219906"
+    finally:
+        engine.dispose()
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BRM_CENTRAL_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "central.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_cli_upgrade_then_current_prints_head(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    assert "none" in _cli(url, "db", "current").stdout
+    upgraded = _cli(url, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    current = _cli(url, "db", "current")
+    assert current.returncode == 0
+    assert current.stdout.split()[0] == migrations.head_revision()
+
+
+def test_cli_reports_a_bad_url_without_a_traceback(tmp_path):
+    result = _cli("mysql://nobody@nowhere/db", "db", "upgrade")
+    assert result.returncode == 1
+    assert "unsupported database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_load_fleet_twice(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fleet.sqlite3'}"
+    assert _cli(url, "db", "upgrade").returncode == 0
+    first = _cli(url, "load-fleet")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "locations: 9 created, 0 updated, 0 unchanged"
+    again = _cli(url, "load-fleet", "--fleet", str(demo_fleet_path()))
+    assert again.stdout.strip() == "locations: 0 created, 0 updated, 9 unchanged"
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text("locations: [{location_id: X}]\n")
+    refused = _cli(url, "load-fleet", "--fleet", str(bad))
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert "location_id" in refused.stderr

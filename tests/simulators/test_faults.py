@@ -1,0 +1,297 @@
+"""Injected faults: each shows while active, is gone once cleared; bad requests are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from common.fleet import demo_fleet_path, load_fleet
+from simulators.twin import DeviceCondition, Fault, FaultKind, SiteTwin, StringStatus
+from simulators.twin.faults import dropout_modes
+from simulators.twin.params import SECONDS_PER_DAY
+
+QUIET = (
+    load_fleet(demo_fleet_path())
+    .get("DC-CNX-01")
+    .model_copy(update={"power_outage_frequency_per_year": 0.0})
+)
+BATTERY = "BAT-DC-CNX-01-UPS-01-STR-02-010"  # flat string 1, block 9
+STRING = "STR-DC-CNX-01-UPS-02-03"  # flat string 5
+UPS = "DC-CNX-01-UPS-02"
+SITE = "DC-CNX-01"
+
+
+@pytest.fixture
+def twin() -> SiteTwin:
+    return SiteTwin(QUIET, seed=5)
+
+
+@pytest.fixture
+def baseline() -> SiteTwin:
+    return SiteTwin(QUIET, seed=5)
+
+
+@pytest.fixture
+def t(twin: SiteTwin) -> float:
+    return twin.installed_t + 400 * SECONDS_PER_DAY
+
+
+def test_overheating_battery_raises_its_temperature_only_while_active(twin, baseline, t):
+    fault = twin.inject("overheating", BATTERY, t)
+    assert fault.params == {"delta_c": 20.0} and fault.end is None
+    hot, ref = twin.snapshot(t + 60), baseline.snapshot(t + 60)
+    assert hot.temperature[1, 9] - ref.temperature[1, 9] == pytest.approx(20.0)
+    np.testing.assert_array_equal(
+        np.delete(hot.temperature, 9, axis=1)[1], np.delete(ref.temperature, 9, axis=1)[1]
+    )
+    twin.clear(fault.id, t + 3600)
+    after = twin.snapshot(t + 7200)
+    assert after.temperature[1, 9] == pytest.approx(baseline.snapshot(t + 7200).temperature[1, 9])
+
+
+def test_overheating_ages_faster_and_the_loss_stays_after_clear(twin, baseline, t):
+    fault = twin.inject("overheating", STRING, t, delta_c=15)
+    twin.clear(fault.id, t + 60 * SECONDS_PER_DAY)
+    times = np.array(
+        [t - 1, t + 30 * SECONDS_PER_DAY, t + 60 * SECONDS_PER_DAY, t + 400 * SECONDS_PER_DAY]
+    )
+    hot, ref = twin.true_soh(times), baseline.true_soh(times)
+    np.testing.assert_array_equal(hot[0], ref[0])
+    extra = ref[:, 5] - hot[:, 5]
+    assert np.all(extra[1] > 0) and np.all(extra[2] > extra[1])
+    np.testing.assert_allclose(extra[3], extra[2], rtol=1e-9)  # no recovery, no further loss
+    np.testing.assert_array_equal(hot[:, :5], ref[:, :5])
+    # 60 days at +15 °C cost about (AF(+15) − 1) × 60 days of normal ageing: a few tenths of 1 %.
+    assert 0.002 < extra[2].mean() < 0.01
+    assert np.all(twin.end_of_life_time()[5] < baseline.end_of_life_time()[5])
+
+
+def test_shorted_cell_makes_the_block_about_2_2_v_low(twin, baseline, t):
+    fault = twin.inject("shorted_cell", BATTERY, t)
+    short, ref = twin.snapshot(t + 1), baseline.snapshot(t + 1)
+    assert ref.voltage[1, 9] - short.voltage[1, 9] == pytest.approx(2.2, abs=0.05)
+    others = np.delete(short.voltage[1] - ref.voltage[1], 9)
+    np.testing.assert_allclose(others, 2.2 / 35, atol=0.03)
+    assert short.string_voltage[1] == pytest.approx(ref.string_voltage[1], abs=0.5)
+    twin.clear(fault.id, t + 2)
+    np.testing.assert_array_equal(twin.snapshot(t + 3).voltage, baseline.snapshot(t + 3).voltage)
+
+
+def test_two_shorted_cells_drop_twice_as_far(twin, baseline, t):
+    twin.inject(FaultKind.SHORTED_CELL, BATTERY, t, cells=2)
+    drop = baseline.snapshot(t + 1).voltage[1, 9] - twin.snapshot(t + 1).voltage[1, 9]
+    assert drop == pytest.approx(4.4, abs=0.1)
+
+
+def test_resistance_jump_multiplies_the_block_resistance(twin, baseline, t):
+    fault = twin.inject("resistance_jump", BATTERY, t)
+    jump, ref = twin.snapshot(t + 1), baseline.snapshot(t + 1)
+    assert jump.internal_resistance[1, 9] / ref.internal_resistance[1, 9] == pytest.approx(1.6)
+    twin.inject("resistance_jump", "BAT-DC-CNX-01-UPS-01-STR-01-001", t, factor=2.5)
+    assert twin.snapshot(t + 1).internal_resistance[0, 0] / ref.internal_resistance[
+        0, 0
+    ] == pytest.approx(2.5)
+    twin.clear(fault.id, t + 2)
+    assert (
+        twin.snapshot(t + 3).internal_resistance[1, 9]
+        == baseline.snapshot(t + 3).internal_resistance[1, 9]
+    )
+
+
+def test_sensor_dropout_blanks_the_block_until_cleared(twin, t):
+    fault = twin.inject("sensor_dropout", BATTERY, t, mode="exception")
+    assert fault.params["mode"] == "exception"
+    snap = twin.snapshot(t + 1)
+    for values in (
+        snap.voltage,
+        snap.temperature,
+        snap.internal_resistance,
+        snap.soc_pct,
+        snap.soh_pct,
+    ):
+        assert math.isnan(values[1, 9])
+        assert np.isnan(values).sum() == 1
+    assert np.all(np.isfinite(snap.string_voltage)) and np.all(np.isfinite(snap.string_current))
+    out = twin.readings(np.array([t - 1, t + 1, t + 10]))
+    assert np.isnan(out["voltage"][:, 1, 9]).tolist() == [False, True, True]
+    twin.clear(fault.id, t + 5)
+    assert np.isnan(twin.readings(np.array([t + 10]))["soh_pct"]).sum() == 0
+    assert np.isnan(twin.readings(np.array([t + 1]))["soh_pct"]).sum() == 1  # history keeps it
+
+
+def test_dropout_modes_say_how_servers_present_each_blanked_block(twin, t):
+    twin.inject("sensor_dropout", BATTERY, t, mode="garbage")
+    twin.inject("sensor_dropout", "BAT-DC-CNX-01-UPS-02-STR-03-036", t)
+    twin.inject("overheating", "BAT-DC-CNX-01-UPS-01-STR-01-001", t)
+    snap = twin.snapshot(t + 1)
+    assert math.isnan(snap.voltage[1, 9]) and math.isnan(snap.voltage[5, 35])  # every mode
+    assert dropout_modes(twin.layout, twin.faults(t + 1)) == {(1, 9): "garbage", (5, 35): "nan"}
+    assert dropout_modes(twin.layout, twin.faults(t - 1)) == {}
+
+
+def test_mains_outage_on_a_ups_discharges_only_its_strings_and_ends_by_itself(twin, baseline, t):
+    fault = twin.inject("mains_outage", UPS, t)
+    assert fault.end == t + 600.0 and fault.params == {"duration_s": 600.0, "load_a": 100.0}
+    during = twin.snapshot(t + 300)
+    assert during.string_status.tolist() == [0, 0, 0, 1, 1, 1]
+    assert during.ups_seconds_on_battery.tolist() == [0.0, 300.0]
+    assert np.all(during.string_current[3:] < -99)
+    assert twin.snapshot(t + 700).string_status.tolist() == [0, 0, 0, 2, 2, 2]
+    assert twin.faults(t + 300) == [fault] and twin.faults(t + 700) == []
+    # The cycle loss lands at the outage's end.
+    later = np.array([t + 599, t + 601])
+    diff = baseline.true_soh(later) - twin.true_soh(later)
+    np.testing.assert_array_equal(diff[0], 0.0)
+    assert np.all(diff[1, 3:] > 0) and np.all(diff[1, :3] == 0)
+
+
+def test_mains_outage_on_the_site_with_load_and_early_clear(twin, baseline, t):
+    fault = twin.inject("mains_outage", SITE, t, duration_s=3600, load_a=50)
+    snap = twin.snapshot(t + 60)
+    np.testing.assert_allclose(snap.string_current, -50.0, atol=0.5)
+    assert snap.string_status.tolist() == [StringStatus.DISCHARGING] * 6
+    cleared = twin.clear(fault.id, t + 120)
+    assert cleared.end == t + 120
+    assert twin.snapshot(t + 130).string_status.tolist() == [StringStatus.RECHARGING] * 6
+    loss = (baseline.true_soh(np.array([t + 130])) - twin.true_soh(np.array([t + 130])))[0]
+    dod = 50 * 120 / 3600 / (120 * baseline.true_soh(np.array([t]))[0])
+    np.testing.assert_allclose(loss, 0.2 * dod**1.5 / 250, rtol=1e-6)
+
+
+def test_slow_and_no_response_only_change_device_condition(twin, baseline, t):
+    slow = twin.inject("slow_response", STRING, t, delay_s=3.5)
+    twin.inject("no_response", UPS, t)
+    assert twin.device_condition(STRING, t + 1) == DeviceCondition(3.5, False)
+    assert twin.device_condition(UPS, t + 1) == DeviceCondition(0.0, True)
+    assert twin.device_condition("STR-DC-CNX-01-UPS-02-01", t + 1) == DeviceCondition(0.0, False)
+    assert twin.device_condition(STRING, t - 1) == DeviceCondition(0.0, False)
+    np.testing.assert_array_equal(twin.snapshot(t + 1).voltage, baseline.snapshot(t + 1).voltage)
+    twin.clear(slow.id, t + 2)
+    assert twin.device_condition(STRING, t + 3) == DeviceCondition(0.0, False)
+
+
+def test_site_wide_response_faults_apply_to_every_device(twin, t):
+    twin.inject("slow_response", SITE, t)
+    twin.inject("no_response", SITE, t + 10)
+    for device in ("DC-CNX-01-UPS-01", "STR-DC-CNX-01-UPS-01-01", STRING):
+        assert twin.device_condition(device, t + 5) == DeviceCondition(2.0, False)
+        assert twin.device_condition(device, t + 15) == DeviceCondition(2.0, True)
+    with pytest.raises(ValueError, match="not a device"):
+        twin.device_condition(BATTERY, t)
+    with pytest.raises(KeyError):
+        twin.device_condition("STR-DC-BKK-01-UPS-01-01", t)
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "error"),
+    [
+        ("overheating", "BAT-DC-BKK-01-UPS-01-STR-01-001", KeyError),  # another site
+        ("overheating", "BAT-DC-CNX-01-UPS-03-STR-01-001", KeyError),  # no third UPS
+        ("overheating", "BAT-DC-CNX-01-UPS-01-STR-01-037", KeyError),  # 36 blocks
+        ("overheating", UPS, ValueError),
+        ("shorted_cell", STRING, ValueError),
+        ("sensor_dropout", SITE, ValueError),
+        ("resistance_jump", "STR-DC-CNX-01-UPS-01-01", ValueError),
+        ("slow_response", BATTERY, ValueError),
+        ("no_response", "DC-BKK-01", KeyError),
+        ("mains_outage", STRING, ValueError),
+        ("mains_outage", "not-an-id", ValueError),
+        ("meteor_strike", SITE, ValueError),
+    ],
+)
+def test_invalid_targets_and_kinds_are_refused(twin, t, kind, target, error):
+    with pytest.raises(error):
+        twin.inject(kind, target, t)
+    assert twin.faults() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "params"),
+    [
+        ("overheating", BATTERY, {"delta_c": -5}),
+        ("overheating", BATTERY, {"delta_c": float("nan")}),
+        ("overheating", BATTERY, {"delta_c": "hot"}),
+        ("overheating", BATTERY, {"temperature": 5}),
+        ("shorted_cell", BATTERY, {"cells": 0}),
+        ("shorted_cell", BATTERY, {"cells": 6}),
+        ("shorted_cell", BATTERY, {"cells": 1.5}),
+        ("resistance_jump", BATTERY, {"factor": 0}),
+        ("sensor_dropout", BATTERY, {"mode": "zero"}),
+        ("slow_response", STRING, {"delay_s": float("inf")}),
+        ("mains_outage", UPS, {"duration_s": 0}),
+        ("mains_outage", UPS, {"load_a": -1}),
+        ("mains_outage", UPS, {"duration_s": True}),
+    ],
+)
+def test_bad_params_are_refused(twin, t, kind, target, params):
+    with pytest.raises(ValueError):
+        twin.inject(kind, target, t, **params)
+    assert twin.faults() == []
+
+
+def test_numeric_strings_are_accepted_and_time_must_be_finite(twin, t):
+    assert twin.inject("overheating", BATTERY, t, delta_c="12.5").params["delta_c"] == 12.5
+    with pytest.raises(ValueError, match="finite"):
+        twin.inject("overheating", BATTERY, float("nan"))
+
+
+def test_clear_and_listing_rules(twin, t):
+    a = twin.inject("overheating", BATTERY, t)
+    b = twin.inject("no_response", SITE, t + 10)
+    c = twin.inject("mains_outage", SITE, t, duration_s=60)
+    assert [f.id for f in twin.faults()] == [1, 2, 3]
+    assert [f.id for f in twin.faults(t + 5)] == [a.id, c.id]
+    with pytest.raises(KeyError):
+        twin.clear(99, t)
+    assert twin.clear(a.id, t + 20).end == t + 20
+    with pytest.raises(ValueError, match="already"):
+        twin.clear(a.id, t + 30)
+    with pytest.raises(ValueError, match="already ended"):
+        twin.clear(c.id, t + 100)  # the outage ended by itself
+    cleared = twin.clear_all(t + 40)  # the outage (to t + 60) is cut short too
+    assert [f.id for f in cleared] == [b.id, c.id]
+    assert [f.end for f in cleared] == [t + 40, t + 40]
+    assert twin.clear_all(t + 50) == []
+    assert twin.faults(t + 45) == []
+
+
+def test_fault_to_dict_is_json_ready(twin, t):
+    fault = twin.inject(FaultKind.SENSOR_DROPOUT, BATTERY, t)
+    doc = json.loads(json.dumps(fault.to_dict()))
+    assert doc == {
+        "id": fault.id,
+        "kind": "sensor_dropout",
+        "target": BATTERY,
+        "start": t,
+        "end": None,
+        "params": {"mode": "nan"},
+    }
+    assert isinstance(fault, Fault) and FaultKind("mains_outage") is FaultKind.MAINS_OUTAGE
+
+
+def test_faults_can_be_injected_while_another_thread_takes_snapshots(twin, t):
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                twin.snapshot(t + 100)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(30):
+            fault = twin.inject("overheating", BATTERY, t + i)
+            twin.clear(fault.id, t + i + 1)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert len(twin.faults()) == 30 and twin.faults(t + 100) == []
