@@ -27,6 +27,9 @@ test: lint unit
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf.bench_simulators
 	$(BIN)/python -m tests.perf.bench_agent
+	$(BIN)/python -m tests.perf.bench_ingest
+	$(BIN)/python -m tests.perf.bench_rul
+	$(BIN)/python -m tests.perf.bench_api
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

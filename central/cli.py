@@ -1,4 +1,4 @@
-"""``battery-central``: the central server's command line (database tasks for now).
+"""``battery-central``: the central server's command line: database tasks, ingest, API server.
 
 Settings come from ``--config FILE`` (YAML) and ``BRM_CENTRAL_*`` environment variables, e.g.
 ``BRM_CENTRAL_DATABASE_URL=postgresql://user@host/brm``.
@@ -24,9 +24,52 @@ from central.settings import DEFAULT_DATABASE_URL, CentralSettings
 from common.fleet import load_fleet
 from common.settings import SettingsError, load_settings
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_THREADS = 32
+SERVER_NOTE = (
+    "One gunicorn worker (gthread) serves REST and Socket.IO: Socket.IO sessions live in its "
+    "process. Several servers need BRM_CENTRAL_API__SOCKETIO_MESSAGE_QUEUE=redis://HOST:6379/0 "
+    "and sticky sessions at the load balancer. The database must be at the newest revision "
+    "('battery-central db upgrade' first). Access log on stdout; stops cleanly on SIGTERM or "
+    "Ctrl-C."
+)
+
 
 class CliError(Exception):
     """A failure reported as one line on stderr, exit status 1."""
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=DEFAULT_THREADS,
+        help=(
+            "request threads of the worker; each open Socket.IO websocket holds one "
+            f"(default {DEFAULT_THREADS})"
+        ),
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +126,29 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Subscribe to the broker (BRM_CENTRAL_MQTT__HOST, __PORT, ...) and store telemetry, "
             "births, state and events; stops cleanly on SIGTERM or Ctrl-C."
+        ),
+    )
+    serve = commands.add_parser(
+        "serve",
+        help="serve the REST API and Socket.IO (gunicorn; runs until SIGTERM)",
+        description="Serve the REST API and Socket.IO on gunicorn. " + SERVER_NOTE,
+    )
+    _add_server_options(serve)
+    combined = commands.add_parser(
+        "run",
+        help="serve the API and run ingest in one process (small sites)",
+        description=(
+            "The API server of 'serve' with ingest in a thread of its worker, for a site small "
+            "enough for one process. " + SERVER_NOTE
+        ),
+    )
+    _add_server_options(combined)
+    commands.add_parser(
+        "purge-tokens",
+        help="delete revocations of tokens that have expired anyway",
+        description=(
+            "Delete revoked-token rows past their token's expiry (logout also does this) and "
+            "print how many."
         ),
     )
     return parser
@@ -176,36 +242,62 @@ def _create_admin(settings: CentralSettings, args: argparse.Namespace) -> None:
     print(f"admin {user.username} created (user_id {user.user_id})")
 
 
-def _ingest(settings: CentralSettings) -> None:
-    # Imported here: the other commands need neither paho nor the ingest package.
-    from central.ingest.mqtt import IngestConnection, MqttError
-    from central.ingest.service import IngestService
-    from common.topics import Topics
+def _purge_tokens(settings: CentralSettings) -> None:
+    from central.api.accounts import purge_expired_revocations
 
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            removed = purge_expired_revocations(session)
+    finally:
+        engine.dispose()
+    print(f"purged {removed} expired revoked token(s)")
+
+
+def _log_to_stderr() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
     )
+
+
+def _ingest(settings: CentralSettings) -> None:
+    # Imported here: the database commands need neither paho, gunicorn nor the ingest package.
+    from central.ingest.mqtt import MqttError
+    from central.server import IngestLoop, describe, settle_garbage_collector
+
+    _log_to_stderr()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    engine = make_engine(settings.database_url)
-    service = IngestService(
-        make_session_factory(engine), Topics(settings.mqtt.topic_prefix), settings.ingest
-    )
-    connection = IngestConnection(settings.mqtt, service.inbox.put)
+    loop = IngestLoop(settings)
+    settle_garbage_collector()
     try:
-        connection.start()
-        service.run(stop)
+        loop.run(stop)
     except MqttError as exc:
         raise CliError(str(exc)) from exc
-    finally:
-        connection.stop()
-        engine.dispose()
-    stats = service.stats
-    print(
-        f"ingest stopped: {stats.messages} messages, {stats.readings_inserted} readings stored, "
-        f"{stats.readings_duplicate} duplicates, {stats.quarantined} quarantined"
+    print(f"ingest stopped: {describe(loop.stats)}")
+
+
+def _require_newest_schema(settings: CentralSettings) -> None:
+    """Refuse an unmigrated database: migrating is the operator's step, not a side effect."""
+    current = migrations.current_revision(settings.database_url)
+    head = migrations.head_revision()
+    if current != head:
+        raise CliError(
+            f"the database is at revision {current or 'none'}, not the newest ({head}): "
+            "run 'battery-central db upgrade' first"
+        )
+
+
+def _serve(settings: CentralSettings, args: argparse.Namespace, *, with_ingest: bool) -> None:
+    from central.server import ApiServer
+
+    _require_newest_schema(settings)
+    _log_to_stderr()
+    server = ApiServer(
+        settings, host=args.host, port=args.port, threads=args.threads, with_ingest=with_ingest
     )
+    server.run()  # gunicorn's arbiter handles SIGTERM/SIGINT and exits (status 0 when clean)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -223,6 +315,10 @@ def run(args: argparse.Namespace) -> None:
         _create_admin(settings, args)
     elif args.command == "ingest":
         _ingest(settings)
+    elif args.command == "purge-tokens":
+        _purge_tokens(settings)
+    else:
+        _serve(settings, args, with_ingest=args.command == "run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

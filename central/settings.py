@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from central.alerts import AlertSettings
 from common.fleet import demo_fleet_path
 from common.settings import ProgramSettings
 from common.topics import DEFAULT_PREFIX
@@ -58,10 +59,21 @@ class ApiSettings(BaseModel):
     access_token_expires_s: int = Field(1800, ge=60)
     refresh_token_expires_s: int = Field(7 * 24 * 3600, ge=60)
     login_rate_limit: str = Field("5 per minute", min_length=1)
+    # Every other API route, counted per user (per address before login).
+    rate_limit: str = Field("100 per minute", min_length=1)
+    # A battery counts as active (locations' active_batteries) if it reported this recently.
+    active_within_s: int = Field(900, ge=60)
     # Where flask-limiter counts requests; "memory://" holds for one process only.
     rate_limit_storage_uri: str = Field("memory://", min_length=1)
     environment: str = Field("production", min_length=1)
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    # Socket.IO across processes (ingest emitting to API servers, several servers), e.g.
+    # "redis://127.0.0.1:6379/0"; None: one process holds every session.
+    socketio_message_queue: str | None = Field(None, min_length=1)
+    # Origins allowed to open Socket.IO connections; empty: same origin only; ["*"]: any.
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    # Whether /health/ready also requires the MQTT broker (``mqtt``) to accept a connection.
+    ready_checks_broker: bool = True
 
 
 class CentralSettings(ProgramSettings):
@@ -76,3 +88,4 @@ class CentralSettings(ProgramSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)

@@ -109,6 +109,16 @@ def parse_battery_id(value: str) -> BatteryRef:
     return BatteryRef(match["loc"], int(match["ups"]), int(match["str"]), int(match["pos"]))
 
 
+def validate_battery_id(value: str) -> str:
+    """``value`` if it is a valid battery ID; the hot path of decoding telemetry (one match)."""
+    match = _BATTERY_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match or not _numbers_ok(match, "ups", "str", "pos"):
+        raise InvalidIdError(
+            f"invalid battery ID {value!r}: expected the form BAT-DC-CNX-01-UPS-01-STR-01-001"
+        )
+    return value
+
+
 def battery_belongs_to(battery: str, location_id: str) -> bool:
     """True when ``battery`` is a valid battery ID of ``location_id``."""
     try:

@@ -50,10 +50,6 @@ Timestamp = Annotated[
 LocationId = Annotated[str, AfterValidator(ids.validate_location_id)]
 
 
-def _battery_id(value: str) -> str:
-    return ids.parse_battery_id(value).battery_id
-
-
 def _string_id(value: str) -> str:
     ids.parse_string_id(value)
     return value
@@ -64,7 +60,7 @@ def _ups_id(value: str) -> str:
     return value
 
 
-BatteryId = Annotated[str, AfterValidator(_battery_id)]
+BatteryId = Annotated[str, AfterValidator(ids.validate_battery_id)]
 StringId = Annotated[str, AfterValidator(_string_id)]
 UpsId = Annotated[str, AfterValidator(_ups_id)]
 AgentId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
@@ -111,11 +107,9 @@ class TelemetryBatch(_Message):
                 f"seq_first..seq_last ({self.seq_first}..{self.seq_last}) does not match "
                 f"{len(self.readings)} readings"
             )
-        foreign = [
-            r.battery_id
-            for r in self.readings
-            if not ids.battery_belongs_to(r.battery_id, self.site_id)
-        ]
+        # Each battery_id is already valid, so its site is the part after "BAT-".
+        prefix = f"BAT-{self.site_id}-"
+        foreign = [r.battery_id for r in self.readings if not r.battery_id.startswith(prefix)]
         if foreign:
             raise ValueError(f"battery {foreign[0]} does not belong to site {self.site_id}")
         return self

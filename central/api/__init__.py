@@ -7,9 +7,12 @@ from typing import Any
 
 from flask import Flask
 
-from central.api import auth, health, users
+from central.api import auth, batteries, health, locations, openapi, users
 from central.api.errors import init_errors
 from central.api.extensions import db, jwt, limiter
+from central.api.formats import OrjsonProvider
+from central.api.live import init_socketio
+from central.api.schemas import check_path
 from central.settings import CentralSettings
 from common.settings import load_settings
 
@@ -24,6 +27,8 @@ def _config(settings: CentralSettings) -> dict[str, Any]:
         "BRM_DATABASE_URL": settings.database_url,
         "BRM_ENVIRONMENT": api.environment,
         "BRM_LOGIN_RATE_LIMIT": api.login_rate_limit,
+        "BRM_ACTIVE_WITHIN_S": api.active_within_s,
+        "BRM_RATE_LIMIT": api.rate_limit,
         "JWT_SECRET_KEY": api.jwt_secret.get_secret_value() if api.jwt_secret else None,
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=api.access_token_expires_s),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=api.refresh_token_expires_s),
@@ -31,6 +36,9 @@ def _config(settings: CentralSettings) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": api.rate_limit_storage_uri,
         "RATELIMIT_HEADERS_ENABLED": True,
         "MAX_CONTENT_LENGTH": api.max_request_bytes,
+        "BRM_SOCKETIO_MESSAGE_QUEUE": api.socketio_message_queue,
+        "BRM_CORS_ALLOWED_ORIGINS": api.cors_allowed_origins,
+        "BRM_READY_BROKER": settings.mqtt if api.ready_checks_broker else None,
     }
 
 
@@ -39,6 +47,7 @@ def create_app(
 ) -> Flask:
     """The API app; ``settings`` default to the environment's, ``test_config`` overrides last."""
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.from_mapping(_config(settings or load_settings(CentralSettings)))
     if test_config is not None:
         app.config.from_mapping(test_config)
@@ -49,7 +58,10 @@ def create_app(
     jwt.init_app(app)
     limiter.init_app(app)
     init_errors(app)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(users.bp)
+    app.before_request(check_path)
+    init_socketio(app)
+    limiter.exempt(health.bp)
+    limiter.exempt(openapi.bp)
+    for blueprint in (health.bp, auth.bp, users.bp, locations.bp, batteries.bp, openapi.bp):
+        app.register_blueprint(blueprint)
     return app

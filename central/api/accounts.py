@@ -8,10 +8,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from central.api.formats import timestamp
 from central.db.models import RevokedToken, Role, User
 
 ROLES = tuple(role.value for role in Role)
@@ -78,18 +79,24 @@ def create_user(
     return user
 
 
+def purge_expired_revocations(session: Session, now: datetime | None = None) -> int:
+    """Delete the revocations of tokens past their expiry (refused for that anyway); how many."""
+    expired = RevokedToken.expires_at <= (now or datetime.now(UTC))
+    return session.execute(delete(RevokedToken).where(expired)).rowcount
+
+
 def revoke(session: Session, jti: str, expires: int | float) -> None:
-    """Record ``jti`` as revoked until ``expires`` (a Unix time); idempotent."""
+    """Record ``jti`` as revoked until ``expires`` (a Unix time); idempotent.
+
+    Expired revocations are purged on the way, so the table holds only live tokens.
+    """
+    purge_expired_revocations(session)
     if session.get(RevokedToken, jti) is None:
         session.add(RevokedToken(jti=jti, expires_at=datetime.fromtimestamp(expires, UTC)))
 
 
 def is_revoked(session: Session, jti: str) -> bool:
     return session.get(RevokedToken, jti) is not None
-
-
-def _timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def user_summary(user: User) -> dict[str, Any]:
@@ -108,6 +115,6 @@ def user_response(user: User) -> dict[str, Any]:
     """The reference's UserResponse: the summary plus its timestamps."""
     return {
         **user_summary(user),
-        "created_at": _timestamp(user.created_at),
-        "updated_at": _timestamp(user.updated_at),
+        "created_at": timestamp(user.created_at),
+        "updated_at": timestamp(user.updated_at),
     }

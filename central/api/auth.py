@@ -19,11 +19,13 @@ from flask_jwt_extended import (
     jwt_required,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
+from flask_limiter.util import get_remote_address
 from jwt import PyJWTError
 
-from central.api import accounts
+from central.api import accounts, responses
 from central.api.errors import ApiError
 from central.api.extensions import db, jwt, limiter
+from central.api.openapi import operation
 from central.api.schemas import ChangePasswordBody, LoginBody, RefreshBody, parse_body
 from central.db.models import User
 
@@ -58,7 +60,16 @@ def _access_token(user_id: str, refresh_claims: dict[str, Any]) -> str:
 
 
 @bp.post("/login")
-@limiter.limit(lambda: current_app.config["BRM_LOGIN_RATE_LIMIT"])
+@operation(
+    summary="Log in with username and password",
+    tag="auth",
+    response=responses.LoginResponse,
+    body=LoginBody,
+    errors=(401,),
+    public=True,
+    description="Rate-limited per client address (api.login_rate_limit, 5 per minute).",
+)
+@limiter.limit(lambda: current_app.config["BRM_LOGIN_RATE_LIMIT"], key_func=get_remote_address)
 def login() -> ResponseReturnValue:
     body = parse_body(LoginBody)
     user = accounts.authenticate(db.session, body.username, body.password)
@@ -77,6 +88,14 @@ def login() -> ResponseReturnValue:
 
 
 @bp.post("/refresh")
+@operation(
+    summary="A new access token for a refresh token",
+    tag="auth",
+    response=responses.RefreshResponse,
+    body=RefreshBody,
+    errors=(401,),
+    public=True,
+)
 def refresh() -> ResponseReturnValue:
     body = parse_body(RefreshBody)
     try:
@@ -99,6 +118,11 @@ def refresh() -> ResponseReturnValue:
 
 @bp.post("/logout")
 @jwt_required()
+@operation(
+    summary="Log out: revoke the access token and its refresh token on the server",
+    tag="auth",
+    response=responses.Message,
+)
 def logout() -> ResponseReturnValue:
     claims = get_jwt()
     accounts.revoke(db.session, claims["jti"], claims["exp"])
@@ -110,12 +134,19 @@ def logout() -> ResponseReturnValue:
 
 @bp.get("/me")
 @jwt_required()
+@operation(summary="The current user", tag="auth", response=responses.UserResponse)
 def me() -> ResponseReturnValue:
     return jsonify(accounts.user_response(current_active_user()))
 
 
 @bp.post("/change-password")
 @jwt_required()
+@operation(
+    summary="Change the current user's password",
+    tag="auth",
+    response=responses.Message,
+    body=ChangePasswordBody,
+)
 def change_password() -> ResponseReturnValue:
     user = current_active_user()
     body = parse_body(ChangePasswordBody)

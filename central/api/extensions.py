@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Flask, current_app, g
-from flask_jwt_extended import JWTManager
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import JWTManager, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from jwt import PyJWTError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,5 +51,26 @@ class Database:
 
 db = Database()
 jwt = JWTManager()
-# Limits are declared per view (login); the client is keyed by its address.
-limiter = Limiter(key_func=get_remote_address)
+
+
+def rate_limit_key() -> str:
+    """The user of a validly signed bearer token, else the client's address.
+
+    A forged token fails the signature check and falls back to the address, so no client can
+    spend another user's allowance; login, which comes before any token, is keyed by address.
+    """
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        try:
+            return f"user:{decode_token(header[7:])['sub']}"
+        except (PyJWTError, JWTExtendedException, KeyError):
+            pass
+    return f"addr:{get_remote_address()}"
+
+
+# One allowance per user across all routes (read per request, so each app has its own setting);
+# login also has its own limit per address.
+limiter = Limiter(
+    key_func=rate_limit_key,
+    application_limits=[lambda: current_app.config["BRM_RATE_LIMIT"]],
+)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from central.api.errors import ApiError
 
@@ -47,8 +48,38 @@ class UpdateUserBody(_Body):
 
 
 class Page(_Body):
-    skip: int = Field(0, ge=0)
-    limit: int = Field(100, ge=1, le=1000)
+    skip: int = Field(0, ge=0, le=2**31 - 1, description="pagination offset")
+    limit: int = Field(100, ge=1, le=1000, description="page size")
+
+
+class LocationsQuery(_Body):
+    include_stats: bool = Field(True, description="include battery counts and averages")
+
+
+class BatteriesQuery(Page):
+    location_id: str | None = Field(None, max_length=64, description="only this location")
+
+
+# Readings exist nowhere outside these years; the bounds keep "start = end - 24 h" in range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+class TelemetryQuery(_Body):
+    start: datetime | None = Field(None, description="default: 24 hours before end (or now)")
+    end: datetime | None = Field(None, description="default: now")
+    limit: int = Field(1000, ge=1, le=10000, description="at most this many, the newest")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        """A timestamp without a zone is read as UTC, as the API's timestamps all are."""
+        if value is None:
+            return None
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not EARLIEST <= utc < LATEST:
+            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+        return utc
 
 
 def _validation_error(exc: ValidationError, where: str) -> ApiError:
@@ -65,12 +96,51 @@ def _validation_error(exc: ValidationError, where: str) -> ApiError:
     return ApiError(422, message, details)
 
 
+def _unstorable(value: object, loc: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where ``value`` holds a string no database can store (NUL, lone surrogate), if anywhere."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return loc
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+        return None
+    if isinstance(value, dict):
+        items: list[tuple[object, object]] = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        found = _unstorable(key, loc) or _unstorable(item, (*loc, str(key)))
+        if found:
+            return found
+    return None
+
+
+def check_text(value: object, where: str) -> None:
+    """Refuse (422) text with NUL characters or lone surrogates, before it reaches the store."""
+    loc = _unstorable(value, (where,))
+    if loc is not None:
+        field = ".".join(loc[1:]) or where
+        msg = "contains a NUL character or invalid Unicode"
+        detail = {"loc": list(loc), "field": field, "msg": msg, "type": "string_unicode"}
+        raise ApiError(422, f"{field}: {msg}", [detail])
+
+
+def check_path() -> None:
+    """``before_request``: the URL's path parameters pass ``check_text`` too."""
+    check_text(request.view_args or {}, "path")
+
+
 def parse_body(model: type[M]) -> M:
     """The JSON body as ``model``; raise a 422 ``ApiError`` otherwise."""
     data: Any = request.get_json(silent=True)
     if not isinstance(data, dict):
         detail = {"loc": ["body"], "field": "body", "msg": "Expected a JSON object", "type": "json"}
         raise ApiError(422, "body: Expected a JSON object", [detail])
+    check_text(data, "body")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -79,7 +149,9 @@ def parse_body(model: type[M]) -> M:
 
 def parse_query(model: type[M]) -> M:
     """The query string as ``model``; raise a 422 ``ApiError`` otherwise."""
+    args = request.args.to_dict()
+    check_text(args, "query")
     try:
-        return model.model_validate(request.args.to_dict())
+        return model.model_validate(args)
     except ValidationError as exc:
         raise _validation_error(exc, "query") from exc

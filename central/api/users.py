@@ -7,10 +7,11 @@ from flask.typing import ResponseReturnValue
 from flask_jwt_extended import jwt_required
 from sqlalchemy import func, select
 
-from central.api import accounts
+from central.api import accounts, responses
 from central.api.auth import current_active_user
 from central.api.errors import ApiError
 from central.api.extensions import db
+from central.api.openapi import operation
 from central.api.schemas import CreateUserBody, Page, UpdateUserBody, parse_body, parse_query
 from central.db.models import User
 
@@ -33,6 +34,13 @@ def _get_user(user_id: str) -> User:
 
 @bp.get("")
 @jwt_required()
+@operation(
+    summary="List users (admin)",
+    tag="users",
+    response=responses.UserList,
+    query=Page,
+    errors=(403,),
+)
 def list_users() -> ResponseReturnValue:
     _require_admin()
     page = parse_query(Page)
@@ -45,6 +53,14 @@ def list_users() -> ResponseReturnValue:
 
 @bp.post("")
 @jwt_required()
+@operation(
+    summary="Create a user (admin)",
+    tag="users",
+    response=responses.UserResponse,
+    status=201,
+    body=CreateUserBody,
+    errors=(400, 403),
+)
 def create_user() -> ResponseReturnValue:
     _require_admin()
     body = parse_body(CreateUserBody)
@@ -58,6 +74,14 @@ def create_user() -> ResponseReturnValue:
 
 @bp.patch("/<user_id>")
 @jwt_required()
+@operation(
+    summary="Update a user (admin)",
+    tag="users",
+    response=responses.UserResponse,
+    body=UpdateUserBody,
+    errors=(400, 403),
+    path_params={"user_id": "engineer1"},
+)
 def update_user(user_id: str) -> ResponseReturnValue:
     _require_admin()
     body = parse_body(UpdateUserBody)
@@ -75,6 +99,13 @@ def update_user(user_id: str) -> ResponseReturnValue:
 
 @bp.delete("/<user_id>")
 @jwt_required()
+@operation(
+    summary="Delete a user (admin)",
+    tag="users",
+    response=responses.Message,
+    errors=(400, 403),
+    path_params={"user_id": "engineer1"},
+)
 def delete_user(user_id: str) -> ResponseReturnValue:
     admin = _require_admin()
     user = _get_user(user_id)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -238,4 +239,109 @@ class AgentSequence(Base):
     gaps: Mapped[int] = mapped_column(BigInteger, default=0)
     missing_readings: Mapped[int] = mapped_column(BigInteger, default=0)
     duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = _updated()
+
+
+class SiteState(Base):
+    """Each site's latest agent state (the retained ``state`` topic): online or offline, stats."""
+
+    __tablename__ = "site_states"
+
+    site_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[datetime | None]
+    buffer_depth: Mapped[int | None] = mapped_column(BigInteger)
+    dropped_count: Mapped[int | None] = mapped_column(BigInteger)
+    devices_up: Mapped[int | None]
+    devices_down: Mapped[int | None]
+    unavailable_devices: Mapped[str] = mapped_column(Text, default="")  # comma-separated IDs
+    received_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class SiteEvent(Base):
+    """A device event an agent reported (communication lost/restored, invalid/restored value)."""
+
+    __tablename__ = "site_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    site_id: Mapped[str] = mapped_column(String(ID))
+    agent_id: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[str] = mapped_column(String(128))
+    battery_id: Mapped[str | None] = mapped_column(String(ID))
+    message: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    __table_args__ = (Index("ix_site_events_site_id_ts", "site_id", "ts"),)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(Base):
+    """An alert on one battery, as the fleet reference shows it; active while ``resolved_at`` is
+    null. The partial unique index keeps at most one active alert per (battery, type)."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(128), unique=True)
+    battery_id: Mapped[str] = mapped_column(String(ID))
+    location_id: Mapped[str] = mapped_column(String(ID))
+    alert_type: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    threshold_value: Mapped[float | None]
+    actual_value: Mapped[float | None]
+    triggered_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    is_acknowledged: Mapped[bool] = mapped_column(default=False)
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(ID))
+    acknowledgment_note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+    __table_args__ = (
+        CheckConstraint("severity IN ('info', 'warning', 'critical')", name="severity"),
+        Index(
+            "uq_alerts_active_battery_type",
+            "battery_id",
+            "alert_type",
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+            sqlite_where=text("resolved_at IS NULL"),
+        ),
+        Index("ix_alerts_location_id_triggered_at", "location_id", "triggered_at"),
+        Index("ix_alerts_triggered_at", "triggered_at"),
+    )
+
+
+class BatteryAnalytics(Base):
+    """What central derives per battery: its resistance baseline and its latest RUL estimate
+    (the ``rul`` object of the battery detail; ``rul_days`` null while open-ended)."""
+
+    __tablename__ = "battery_analytics"
+
+    battery_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    resistance_baseline_ohm: Mapped[float | None]
+    rul_status: Mapped[str | None] = mapped_column(String(16))
+    rul_days: Mapped[float | None]
+    rul_low_days: Mapped[float | None]
+    rul_high_days: Mapped[float | None]
+    rul_interval_pct: Mapped[int | None]
+    predicted_eol_date: Mapped[date | None]
+    soh_now_pct: Mapped[float | None]
+    fade_pct_per_year: Mapped[float | None]
+    rul_n_points: Mapped[int | None]
+    rul_n_days: Mapped[int | None]
+    rul_method: Mapped[str | None] = mapped_column(String(64))
+    rul_computed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = _updated()

@@ -8,12 +8,15 @@ sends retained messages to shared subscribers, and a worker must learn every sit
 A message is acknowledged (PUBACK) only when ``Inbound.ack`` is called, after its rows are
 committed. An acknowledgement is dropped if the connection it came on has since been replaced:
 the broker redelivers such a message on the new connection, and ingest stores it idempotently.
+
+``probe_broker`` answers the API's readiness check with a throwaway connection.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +28,8 @@ from central.settings import MqttSettings
 from common.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 2.0
 
 
 class MqttError(Exception):
@@ -127,3 +132,33 @@ class IngestConnection:
                 self._client.ack(mid, qos)
 
         self._deliver(Inbound(message.topic, bytes(message.payload), ack))
+
+
+def probe_broker(settings: MqttSettings, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if the broker accepts an MQTT v5 connection within ``timeout_s``, else the reason.
+
+    A clean, throwaway session (broker-assigned client id): it must not take over ingest's.
+    """
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    client.connect_timeout = timeout_s
+    answers: list[str | None] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(
+        str(reason) if reason.is_failure else None
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        client.connect(settings.host, settings.port, keepalive=10)
+        while not answers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"no answer within {timeout_s:g} s"
+            code = client.loop(timeout=min(remaining, 0.1))
+            if code != mqtt.MQTT_ERR_SUCCESS and not answers:
+                return f"connection lost: {mqtt.error_string(code)}"
+        return answers[0]
+    except (OSError, ValueError) as exc:
+        return f"cannot connect to {settings.host}:{settings.port}: {exc}"
+    finally:
+        client.disconnect()

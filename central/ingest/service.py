@@ -1,5 +1,5 @@
-"""The ingest loop: gather messages into small batches, write each batch in one transaction,
-acknowledge its messages only after the commit.
+"""The ingest loop: gather messages into small batches, write each batch in one transaction (the
+telemetry of all its messages in one go), acknowledge its messages only after the commit.
 
 A message the store cannot take even on its own (a database error tied to that message) is
 quarantined with the error, so no payload can wedge ingest; when the database itself is down,
@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from central.db.inventory import UnknownLocationError, upsert_birth
 from central.ingest.mqtt import Inbound
 from central.ingest.process import (
+    Decision,
     Quarantine,
     RecordEvents,
     RecordState,
@@ -28,14 +30,17 @@ from central.ingest.process import (
     UpsertBirth,
     decide,
 )
-from central.ingest.store import quarantine, store_telemetry
+from central.ingest.store import quarantine, record_events, record_state, store_telemetry
+from central.live_events import LiveEvents, NoLiveEvents
 from central.settings import IngestSettings
-from common.schemas import State
+from common.schemas import TelemetryBatch
 from common.topics import Topics
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+
+Decided = tuple[Inbound, Decision]
 
 
 @dataclass
@@ -57,20 +62,34 @@ class IngestService:
         sessions: Callable[[], Session],
         topics: Topics,
         settings: IngestSettings,
+        *,
+        events: LiveEvents | None = None,
     ) -> None:
         self._sessions = sessions
         self._topics = topics
         self._settings = settings
+        self._events: LiveEvents = events if events is not None else NoLiveEvents()
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.stats = IngestStats()
-        self.site_states: dict[str, State] = {}
 
     def run(self, stop: threading.Event) -> None:
-        """Process until ``stop`` is set; the batch in hand is finished first."""
-        while not stop.is_set():
-            batch = self._gather()
-            if batch:
-                self._process(batch, stop)
+        """Process until ``stop`` is set; the batch in hand is finished first.
+
+        A helper thread gathers and decodes the next batch while this one stores the last:
+        decoding is CPU work and storing mostly waits on the database (the driver releases the
+        GIL meanwhile), so the two overlap. A batch decoded but not stored when ``stop`` comes is
+        not acknowledged, so the broker delivers it again.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode") as decoder:
+            upcoming = decoder.submit(self._next_batch)
+            while not stop.is_set():
+                decided = upcoming.result()
+                upcoming = decoder.submit(self._next_batch)
+                if decided:
+                    self._process(decided, stop)
+
+    def _next_batch(self) -> list[Decided]:
+        return [(m, decide(self._topics, m.topic, m.payload)) for m in self._gather()]
 
     def _gather(self) -> list[Inbound]:
         try:
@@ -88,19 +107,19 @@ class IngestService:
                 break
         return batch
 
-    def _process(self, batch: list[Inbound], stop: threading.Event) -> None:
+    def _process(self, decided: list[Decided], stop: threading.Event) -> None:
         backoff = 0.5
         while True:
             try:
-                stats = self._commit(batch)
+                stats = self._commit(decided)
             except SQLAlchemyError as exc:
-                if len(batch) == 1:
+                if len(decided) == 1:
                     try:
-                        stats = self._commit_quarantine(batch[0], exc)
+                        stats = self._commit_quarantine(decided[0][0], exc)
                     except SQLAlchemyError:
                         stats = None
                 else:
-                    stats = self._one_by_one(batch)
+                    stats = self._one_by_one(decided)
                 if stats is None:
                     log.error("database unavailable (%s); retrying in %.1f s", exc, backoff)
                     if stop.wait(backoff):
@@ -108,14 +127,14 @@ class IngestService:
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
                     continue
             break
-        for message in batch:
+        for message, _ in decided:
             message.ack()
 
-    def _one_by_one(self, batch: list[Inbound]) -> IngestStats | None:
+    def _one_by_one(self, decided: list[Decided]) -> IngestStats | None:
         """Each message alone, so one bad message cannot hold back the others."""
-        for message in batch:
+        for message, decision in decided:
             try:
-                self._commit([message])
+                self._commit([(message, decision)])
             except SQLAlchemyError as exc:
                 try:
                     self._commit_quarantine(message, exc)
@@ -123,11 +142,19 @@ class IngestService:
                     return None
         return self.stats
 
-    def _commit(self, batch: list[Inbound]) -> IngestStats:
-        delta = IngestStats()
+    def _commit(self, decided: list[Decided]) -> IngestStats:
+        """One transaction; the telemetry of all its messages is written in one go at the end."""
+        delta = IngestStats(messages=len(decided))
+        telemetry: list[TelemetryBatch] = []
         with self._sessions() as session, session.begin():
-            for message in batch:
-                self._apply(session, message, delta)
+            for message, decision in decided:
+                if isinstance(decision, StoreTelemetry):
+                    telemetry.append(decision.batch)
+                else:
+                    self._apply(session, message, decision, delta)
+            for result in store_telemetry(session, telemetry):
+                delta.readings_inserted += result.inserted
+                delta.readings_duplicate += result.duplicates
         self._add(delta)
         return self.stats
 
@@ -139,9 +166,10 @@ class IngestService:
         self._add(IngestStats(messages=1, quarantined=1))
         return self.stats
 
-    def _apply(self, session: Session, message: Inbound, delta: IngestStats) -> None:
-        delta.messages += 1
-        decision = decide(self._topics, message.topic, message.payload)
+    def _apply(
+        self, session: Session, message: Inbound, decision: Decision, delta: IngestStats
+    ) -> None:
+        """Store one message other than telemetry."""
         if isinstance(decision, UpsertBirth):
             try:
                 upsert_birth(session, decision.birth)
@@ -149,15 +177,12 @@ class IngestService:
                 decision = Quarantine(f"birth: {exc}")
             else:
                 delta.births += 1
-        if isinstance(decision, StoreTelemetry):
-            result = store_telemetry(session, decision.batch)
-            delta.readings_inserted += result.inserted
-            delta.readings_duplicate += result.duplicates
-        elif isinstance(decision, RecordState):
+        if isinstance(decision, RecordState):
+            record_state(session, decision.state)
             delta.states += 1
-            self.site_states[decision.state.site_id] = decision.state
             log.info("site %s is %s", decision.state.site_id, decision.state.status.value)
         elif isinstance(decision, RecordEvents):
+            record_events(session, decision.events)
             delta.events += len(decision.events.events)
             for event in decision.events.events:
                 log.info("site %s: %s %s", decision.events.site_id, event.kind.value, event.message)

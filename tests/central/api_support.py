@@ -18,7 +18,8 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 def make_app(database_url: str, **config: object) -> Flask:
-    settings = CentralSettings(database_url=database_url, api={"environment": "test"})
+    api = {"environment": "test", "ready_checks_broker": False}
+    settings = CentralSettings(database_url=database_url, api=api)
     return create_app(settings, {"TESTING": True, "JWT_SECRET_KEY": SECRET, **config})
 
 

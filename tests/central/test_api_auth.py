@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import jwt as pyjwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from central import cli
 from central.api import ApiConfigError, create_app
 from central.api.extensions import db
+from central.db.engine import make_engine, make_session_factory
+from central.db.models import RevokedToken
 from central.settings import CentralSettings
 from tests.central.api_support import (
     PASSWORD,
@@ -200,3 +207,45 @@ def test_jwt_secret_is_required(tmp_path) -> None:
     settings = CentralSettings(database_url=f"sqlite:///{tmp_path / 'x.sqlite3'}")
     with pytest.raises(ApiConfigError, match="jwt_secret"):
         create_app(settings)
+
+
+def _revocations(url: str, *rows: tuple[str, datetime]) -> set[str]:
+    """Add revoked-token rows (jti, expires_at); the jtis of every row then in the table."""
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            session.add_all(RevokedToken(jti=jti, expires_at=at) for jti, at in rows)
+        with make_session_factory(engine)() as session:
+            return set(session.scalars(select(RevokedToken.jti)))
+    finally:
+        engine.dispose()
+
+
+def _jti(token: str) -> str:
+    """A token's ``jti``, read without verifying it."""
+    return pyjwt.decode(token, options={"verify_signature": False})["jti"]
+
+
+def test_logout_purges_revocations_of_expired_tokens(
+    migrated_url: str, client: FlaskClient
+) -> None:
+    now = datetime.now(UTC)
+    rows = [("expired", now - timedelta(seconds=1)), ("live", now + timedelta(hours=1))]
+    assert _revocations(migrated_url, *rows) == {"expired", "live"}
+    tokens = login(client).get_json()
+    response = client.post("/api/v1/auth/logout", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 200
+    access, refresh = (_jti(tokens[k]) for k in ("access_token", "refresh_token"))
+    assert _revocations(migrated_url) == {"live", access, refresh}
+
+
+def test_purge_tokens_command(migrated_url: str, monkeypatch, capsys) -> None:
+    now = datetime.now(UTC)
+    rows = [(f"old-{i}", now - timedelta(days=i + 1)) for i in range(3)]
+    _revocations(migrated_url, *rows, ("live", now + timedelta(minutes=5)))
+    monkeypatch.setenv("BRM_CENTRAL_DATABASE_URL", migrated_url)
+    assert cli.main(["purge-tokens"]) == 0
+    assert capsys.readouterr().out == "purged 3 expired revoked token(s)\n"
+    assert _revocations(migrated_url) == {"live"}
+    assert cli.main(["purge-tokens"]) == 0
+    assert capsys.readouterr().out == "purged 0 expired revoked token(s)\n"

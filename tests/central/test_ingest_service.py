@@ -14,13 +14,29 @@ from sqlalchemy import func, select
 
 from central.db.engine import make_engine, make_session_factory
 from central.db.inventory import load_fleet_locations
-from central.db.models import AgentSequence, Battery, QuarantinedMessage, Telemetry
+from central.db.models import (
+    AgentSequence,
+    Battery,
+    QuarantinedMessage,
+    SiteEvent,
+    SiteState,
+    Telemetry,
+)
 from central.ingest.mqtt import IngestConnection
 from central.ingest.service import IngestService
 from central.settings import IngestSettings, MqttSettings
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
-from common.schemas import Reading, TelemetryBatch, encode
+from common.schemas import (
+    AgentStatus,
+    Event,
+    EventKind,
+    Events,
+    Reading,
+    State,
+    TelemetryBatch,
+    encode,
+)
 from common.topics import Topics
 from tests.central.test_inventory import demo_birth
 
@@ -131,6 +147,35 @@ def test_a_birth_upserts_the_inventory(ingest, publish):
     publish(topics.birth(SITE), encode(demo_birth()))
     _wait(lambda: service.stats.births == 1)
     assert _count(sessions, Battery) == 216
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_state_and_events_are_recorded_per_site(ingest, publish):
+    service, topics, sessions = ingest
+    online = State(
+        site_id=SITE,
+        agent_id="agent-1",
+        status=AgentStatus.ONLINE,
+        ts=T0,
+        devices_up=5,
+        devices_down=1,
+        unavailable_devices=["STR-DC-CNX-01-UPS-01-01"],
+    )
+    lost = Event(
+        ts=T0,
+        kind=EventKind.COMMUNICATION_LOST,
+        device_id="STR-DC-CNX-01-UPS-01-01",
+        message="no answer",
+    )
+    publish(topics.state(SITE), encode(online))
+    publish(topics.events(SITE), encode(Events(site_id=SITE, agent_id="agent-1", events=[lost])))
+    _wait(lambda: service.stats.messages == 2)
+    with sessions() as session:
+        state = session.scalars(select(SiteState)).one()
+        event = session.scalars(select(SiteEvent)).one()
+    assert (state.site_id, state.status, state.devices_down) == (SITE, "online", 1)
+    assert state.unavailable_devices == "STR-DC-CNX-01-UPS-01-01"
+    assert (event.site_id, event.kind, event.ts) == (SITE, "communication_lost", T0)
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

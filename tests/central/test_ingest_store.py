@@ -1,21 +1,53 @@
-"""Ingest writes on SQLite and PostgreSQL: readings once, latest readings, sequence bookkeeping."""
+"""Ingest writes on SQLite and PostgreSQL: readings once, latest readings, sequence bookkeeping,
+site states and events. PostgreSQL takes telemetry through COPY, SQLite through a multi-row insert;
+the results must not tell the two apart."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
-from central.db.models import AgentSequence, BatteryLatest, QuarantinedMessage, Telemetry
-from central.ingest.store import TelemetryResult, quarantine, store_telemetry
+from central.db.models import (
+    AgentSequence,
+    BatteryLatest,
+    QuarantinedMessage,
+    SiteEvent,
+    SiteState,
+    Telemetry,
+)
+from central.ingest import store
+from central.ingest.store import (
+    TelemetryResult,
+    quarantine,
+    record_events,
+    record_state,
+    store_telemetry,
+)
 from common import ids
-from common.schemas import Reading, TelemetryBatch
+from common.schemas import (
+    AgentStatus,
+    Event,
+    EventKind,
+    Events,
+    Reading,
+    State,
+    TelemetryBatch,
+)
 
 SITE = "DC-CNX-01"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def batch(seq_first: int, count: int, start: int | None = None, voltage: float = 13.6):
+def batch(
+    seq_first: int,
+    count: int,
+    start: int | None = None,
+    voltage: float = 13.6,
+    agent: str = "agent-1",
+) -> TelemetryBatch:
     """``count`` readings of one battery, a minute apart, from minute ``start`` (= seq_first)."""
     start = seq_first if start is None else start
     readings = [
@@ -29,7 +61,7 @@ def batch(seq_first: int, count: int, start: int | None = None, voltage: float =
     ]
     return TelemetryBatch(
         site_id=SITE,
-        agent_id="agent-1",
+        agent_id=agent,
         seq_first=seq_first,
         seq_last=seq_first + count - 1,
         readings=readings,
@@ -40,14 +72,18 @@ def _count(session, model) -> int:
     return session.scalar(select(func.count()).select_from(model))
 
 
-def _sequence(session) -> AgentSequence:
-    return session.scalars(select(AgentSequence).execution_options(populate_existing=True)).one()
+def _sequence(session, agent: str = "agent-1") -> AgentSequence:
+    return session.scalars(
+        select(AgentSequence)
+        .where(AgentSequence.agent_id == agent)
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def test_a_redelivered_batch_is_stored_once_and_counted(session):
-    first = store_telemetry(session, batch(1, 3))
+    [first] = store_telemetry(session, [batch(1, 3)])
     session.commit()
-    again = store_telemetry(session, batch(1, 3))
+    [again] = store_telemetry(session, [batch(1, 3)])
     session.commit()
     assert first == TelemetryResult(inserted=3, duplicates=0)
     assert again == TelemetryResult(inserted=0, duplicates=3)
@@ -57,7 +93,7 @@ def test_a_redelivered_batch_is_stored_once_and_counted(session):
 
 
 def test_null_values_stay_null(session):
-    store_telemetry(session, batch(1, 1))
+    store_telemetry(session, [batch(1, 1)])
     session.commit()
     row = session.scalars(select(Telemetry)).one()
     assert row.temperature is None
@@ -66,20 +102,20 @@ def test_null_values_stay_null(session):
 
 
 def test_a_jump_in_sequence_counts_a_gap_and_a_late_batch_fills_it(session):
-    store_telemetry(session, batch(1, 2))
-    store_telemetry(session, batch(6, 2))
+    store_telemetry(session, [batch(1, 2)])
+    store_telemetry(session, [batch(6, 2)])
     session.commit()
     sequence = _sequence(session)
     assert (sequence.highest_seq, sequence.gaps, sequence.missing_readings) == (7, 1, 3)
-    store_telemetry(session, batch(3, 3))  # the missing batch, delivered late
+    store_telemetry(session, [batch(3, 3)])  # the missing batch, delivered late
     session.commit()
     sequence = _sequence(session)
     assert (sequence.gaps, sequence.missing_readings, sequence.duplicates) == (1, 0, 0)
 
 
 def test_a_partly_overlapping_batch_counts_only_the_overlap(session):
-    store_telemetry(session, batch(1, 3))
-    result = store_telemetry(session, batch(2, 4))
+    store_telemetry(session, [batch(1, 3)])
+    [result] = store_telemetry(session, [batch(2, 4)])
     session.commit()
     assert result == TelemetryResult(inserted=2, duplicates=2)
     sequence = _sequence(session)
@@ -87,13 +123,13 @@ def test_a_partly_overlapping_batch_counts_only_the_overlap(session):
 
 
 def test_latest_reading_moves_only_forward(session):
-    store_telemetry(session, batch(10, 2, voltage=13.5))
+    store_telemetry(session, [batch(10, 2, voltage=13.5)])
     session.commit()
-    store_telemetry(session, batch(20, 1, start=1, voltage=12.0))  # older readings, new seq
+    store_telemetry(session, [batch(20, 1, start=1, voltage=12.0)])  # older readings, new seq
     session.commit()
     latest = session.scalars(select(BatteryLatest).execution_options(populate_existing=True)).one()
     assert (latest.ts, latest.voltage) == (T0 + timedelta(minutes=11), 13.5)
-    store_telemetry(session, batch(21, 1, start=30, voltage=13.7))
+    store_telemetry(session, [batch(21, 1, start=30, voltage=13.7)])
     session.commit()
     latest = session.scalars(select(BatteryLatest).execution_options(populate_existing=True)).one()
     assert (latest.ts, latest.voltage) == (T0 + timedelta(minutes=30), 13.7)
@@ -108,3 +144,171 @@ def test_quarantine_keeps_topic_reason_and_raw_bytes(session):
         "schema: not JSON",
         b"\xff\x00junk",
     )
+
+
+def test_a_message_twice_in_one_gathering_and_again_later_is_stored_once(session):
+    gathered = store_telemetry(session, [batch(1, 3), batch(1, 3), batch(4, 2)])
+    session.commit()
+    later = store_telemetry(session, [batch(4, 2), batch(1, 3)])
+    session.commit()
+    assert gathered == [
+        TelemetryResult(inserted=3, duplicates=0),
+        TelemetryResult(inserted=0, duplicates=3),
+        TelemetryResult(inserted=2, duplicates=0),
+    ]
+    assert later == [
+        TelemetryResult(inserted=0, duplicates=2),
+        TelemetryResult(inserted=0, duplicates=3),
+    ]
+    assert _count(session, Telemetry) == 5
+    sequence = _sequence(session)
+    assert (sequence.highest_seq, sequence.gaps, sequence.duplicates) == (5, 0, 8)
+
+
+def test_one_gathering_books_each_agent_as_if_its_messages_came_one_by_one(session):
+    store_telemetry(session, [batch(1, 2, start=100, agent="agent-2")])
+    session.commit()
+    results = store_telemetry(
+        session,
+        [
+            batch(1, 2),  # agent-1 first seen
+            batch(3, 1, start=150, agent="agent-2"),
+            batch(6, 2),  # a gap of 3 readings ...
+            batch(3, 3),  # ... filled late, in the same gathering
+            batch(1, 2, start=100, agent="agent-2"),  # a redelivery
+        ],
+    )
+    session.commit()
+    assert [r.inserted for r in results] == [2, 1, 2, 3, 0]
+    assert [r.duplicates for r in results] == [0, 0, 0, 0, 2]
+    one = _sequence(session)
+    assert (one.highest_seq, one.gaps, one.missing_readings, one.duplicates) == (7, 1, 0, 0)
+    two = _sequence(session, "agent-2")
+    assert (two.highest_seq, two.gaps, two.missing_readings, two.duplicates) == (3, 0, 0, 2)
+
+
+def test_of_two_readings_with_one_key_in_one_gathering_the_first_is_kept(session):
+    results = store_telemetry(
+        session, [batch(1, 1, voltage=13.1), batch(2, 1, start=1, voltage=12.0)]
+    )
+    session.commit()
+    assert results == [TelemetryResult(1, 0), TelemetryResult(0, 1)]
+    assert session.scalars(select(Telemetry.voltage)).all() == [13.1]
+    assert session.scalars(select(BatteryLatest.voltage)).all() == [13.1]
+
+
+def test_latest_reading_is_the_newest_of_the_whole_gathering(session):
+    store_telemetry(session, [batch(1, 2, start=5, voltage=13.1), batch(3, 2, voltage=12.9)])
+    session.commit()
+    latest = session.scalars(select(BatteryLatest)).one()
+    assert (latest.ts, latest.voltage) == (T0 + timedelta(minutes=6), 13.1)
+
+
+def test_values_and_timestamps_come_back_exactly(session):
+    reading = Reading(
+        battery_id=ids.battery_id(SITE, 2, 3, 36),
+        ts=datetime(2026, 3, 1, 23, 59, 59, 999000, tzinfo=UTC),
+        voltage=0.1 + 0.2,
+        current=-1234.5678901234567,
+        temperature=-0.0,
+        internal_resistance=1e-7,
+        soc_pct=None,
+        soh_pct=100.0,
+    )
+    one = TelemetryBatch(site_id=SITE, agent_id="a", seq_first=0, seq_last=0, readings=[reading])
+    store_telemetry(session, [one])
+    session.commit()
+    row = session.scalars(select(Telemetry)).one()
+    assert Reading.model_validate(row, from_attributes=True) == reading
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_copy_timestamps_do_not_depend_on_the_session_time_zone(session):
+    session.execute(text("SET TIME ZONE 'America/St_Johns'"))  # UTC-03:30
+    store_telemetry(session, [batch(1, 1)])
+    session.commit()
+    session.execute(text("SET TIME ZONE 'UTC'"))
+    stored = session.scalar(text("SELECT to_char(ts, 'YYYY-MM-DD HH24:MI:SS') FROM telemetry"))
+    assert stored == "2026-03-01 00:01:00"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_failing_copy_raises_what_ingest_handles(session, monkeypatch):
+    """Ingest retries or quarantines on SQLAlchemy errors; a raw driver error would end it."""
+    monkeypatch.setattr(store, "copy_text", lambda readings: "not a row\n")
+    with pytest.raises(SQLAlchemyError, match="invalid input syntax"):
+        store_telemetry(session, [batch(1, 1)])
+
+
+def state(status: AgentStatus, minute: int | None, down: tuple[str, ...] = ()) -> State:
+    return State(
+        site_id=SITE,
+        agent_id="agent-1",
+        status=status,
+        ts=None if minute is None else T0 + timedelta(minutes=minute),
+        buffer_depth=12,
+        devices_up=6 - len(down),
+        devices_down=len(down),
+        unavailable_devices=list(down),
+    )
+
+
+def _site_state(session) -> tuple:
+    row = session.scalars(select(SiteState).execution_options(populate_existing=True)).one()
+    minute = None if row.ts is None else (row.ts - T0) // timedelta(minutes=1)
+    return row.status, minute, row.devices_down, row.unavailable_devices
+
+
+def test_state_is_upserted_and_an_older_one_does_not_overwrite_it(session):
+    received = T0 + timedelta(hours=1)
+    record_state(session, state(AgentStatus.ONLINE, 10, ("STR-A", "STR-B")), now=received)
+    session.commit()
+    assert _site_state(session) == ("online", 10, 2, "STR-A,STR-B")
+    row = session.scalars(select(SiteState)).one()
+    assert (row.agent_id, row.buffer_depth, row.devices_up, row.received_at) == (
+        "agent-1",
+        12,
+        4,
+        received,
+    )
+    record_state(session, state(AgentStatus.OFFLINE, 5))  # an old retained copy
+    session.commit()
+    assert _site_state(session) == ("online", 10, 2, "STR-A,STR-B")
+    record_state(session, state(AgentStatus.ONLINE, 11))
+    session.commit()
+    assert _site_state(session) == ("online", 11, 0, "")
+    assert _count(session, SiteState) == 1
+
+
+def test_a_state_without_time_such_as_the_last_will_always_applies(session):
+    record_state(session, state(AgentStatus.ONLINE, 10))
+    record_state(session, State(site_id=SITE, agent_id="agent-1", status=AgentStatus.OFFLINE))
+    session.commit()
+    assert _site_state(session) == ("offline", None, None, "")
+    record_state(session, state(AgentStatus.ONLINE, 1))
+    session.commit()
+    assert _site_state(session) == ("online", 1, 0, "")
+
+
+def test_each_event_becomes_one_row(session):
+    lost = Event(ts=T0, kind=EventKind.COMMUNICATION_LOST, device_id="STR-1", message="no answer")
+    invalid = Event(
+        ts=T0 + timedelta(seconds=1),
+        kind=EventKind.INVALID_VALUE,
+        device_id="STR-2",
+        battery_id=ids.battery_id(SITE, 1, 2, 7),
+        message="voltage out of range",
+    )
+    events = Events(site_id=SITE, agent_id="agent-1", events=[lost, invalid])
+    record_events(session, events, now=T0 + timedelta(seconds=2))
+    session.commit()
+    rows = session.scalars(select(SiteEvent).order_by(SiteEvent.ts)).all()
+    assert [(r.ts, r.kind, r.device_id, r.battery_id, r.message) for r in rows] == [
+        (T0, "communication_lost", "STR-1", None, "no answer"),
+        (invalid.ts, "invalid_value", "STR-2", invalid.battery_id, "voltage out of range"),
+    ]
+    assert {(r.site_id, r.agent_id, r.received_at) for r in rows} == {
+        (SITE, "agent-1", T0 + timedelta(seconds=2))
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import pytest
 from sqlalchemy import func, select
@@ -16,41 +16,9 @@ from central.db.inventory import (
 from central.db.models import Battery, BatteryString, Location, UpsUnit
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
-from common.schemas import BatteryInfo, Birth, StringInfo, UpsInfo
+from tests.central.fleet_support import demo_birth
 
 SITE = "DC-CNX-01"
-
-
-def demo_birth(serial_suffix: str = "") -> Birth:
-    location = load_fleet(demo_fleet_path()).get(SITE)
-    spec = location.battery_model
-    ups = [
-        UpsInfo(
-            ups_id=ids.ups_id(SITE, u),
-            strings=[
-                StringInfo(
-                    string_id=ids.string_id(SITE, u, s),
-                    batteries=[
-                        BatteryInfo(
-                            battery_id=ids.battery_id(SITE, u, s, p),
-                            serial_number=f"CSB-{u}{s}{p:03d}{serial_suffix}",
-                            manufacturer=spec.manufacturer,
-                            model=spec.model,
-                            nominal_voltage_v=spec.nominal_voltage_v,
-                            nominal_capacity_ah=spec.nominal_capacity_ah,
-                            installed_date=location.installed_date,
-                            warranty_months=spec.warranty_months,
-                            position=p,
-                        )
-                        for p in range(1, location.blocks_per_string + 1)
-                    ],
-                )
-                for s in range(1, location.strings_per_ups + 1)
-            ],
-        )
-        for u in range(1, location.ups_count + 1)
-    ]
-    return Birth(site_id=SITE, agent_id="agent-1", ts=datetime(2026, 1, 1, tzinfo=UTC), ups=ups)
 
 
 def _count(session, model) -> int:

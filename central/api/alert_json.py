@@ -1,0 +1,38 @@
+"""An alert as fleet-api.md shows it: the list item, the acknowledge/resolve answer and the
+payload of the live ``alert`` event (with ``location_id`` added there)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from central.api.formats import timestamp
+from central.db.models import Alert
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else timestamp(value)
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """``is_active``: not resolved; ``is_pending``: active and not yet acknowledged."""
+    active = alert.resolved_at is None
+    return {
+        "id": alert.id,
+        "alert_id": alert.alert_id,
+        "battery_id": alert.battery_id,
+        "alert_type": alert.alert_type,
+        "severity": alert.severity,
+        "message": alert.message,
+        "threshold_value": alert.threshold_value,
+        "actual_value": alert.actual_value,
+        "triggered_at": timestamp(alert.triggered_at),
+        "resolved_at": _time(alert.resolved_at),
+        "is_acknowledged": alert.is_acknowledged,
+        "acknowledged_at": _time(alert.acknowledged_at),
+        "acknowledged_by": alert.acknowledged_by,
+        "acknowledgment_note": alert.acknowledgment_note,
+        "created_at": timestamp(alert.created_at),
+        "updated_at": timestamp(alert.updated_at),
+        "is_active": active,
+        "is_pending": active and not alert.is_acknowledged,
+    }

@@ -1,0 +1,170 @@
+"""Response bodies of the fleet API as pydantic models: the OpenAPI document is generated from
+them, and the tests check every response against that document.
+
+Views build plain dicts (pydantic on 1,000 rows per list call would cost more than the query);
+these models are the contract those dicts are checked against.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Timestamp = str  # RFC 3339 UTC, e.g. 2025-11-30T08:00:00Z
+
+
+def _timestamp(description: str) -> object:
+    return Field(description=description, json_schema_extra={"format": "date-time"})
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Response):
+    code: str = Field(description="RESOURCE_NOT_FOUND, VALIDATION_ERROR, UNAUTHORIZED, ...")
+    message: str
+    details: list[object]
+    trace_id: str = Field(description="also sent as the X-Request-ID header")
+
+
+class ErrorEnvelope(_Response):
+    """Every error: ``detail`` for fleet-API clients, ``error`` for research-API ones."""
+
+    detail: str
+    error: ErrorBody
+
+
+class Message(_Response):
+    message: str
+
+
+class UserSummary(_Response):
+    user_id: str
+    username: str
+    email: str
+    full_name: str | None
+    role: str = Field(description="admin, engineer or viewer")
+    is_active: bool
+
+
+class UserResponse(UserSummary):
+    created_at: Timestamp = _timestamp("UTC")
+    updated_at: Timestamp = _timestamp("UTC")
+
+
+class UserList(_Response):
+    users: list[UserResponse]
+    total: int
+
+
+class LoginResponse(_Response):
+    access_token: str
+    refresh_token: str
+    token_type: str = Field(description="always bearer")
+    expires_in: int = Field(description="access token lifetime, seconds")
+    user: UserSummary
+
+
+class RefreshResponse(_Response):
+    access_token: str
+    token_type: str
+    expires_in: int
+
+
+class Health(_Response):
+    status: str
+    service: str
+    version: str
+    environment: str
+
+
+class Ready(_Response):
+    status: str = Field(description="ready or not_ready")
+    service: str
+    database: str | None = None
+    broker: str | None = None
+    error: str | None = None
+
+
+class Location(_Response):
+    location_id: str
+    name: str
+    region: str
+    city: str
+    country: str
+    latitude: float
+    longitude: float
+    temp_offset_c: float
+    humidity_offset_pct: float
+    power_outage_frequency_per_year: float
+    total_batteries: int | None = Field(None, description="with include_stats")
+    active_batteries: int | None = Field(None, description="reported within the active window")
+    critical_batteries: int | None = Field(None, description="status critical")
+    average_soh: float | None = Field(None, description="mean latest SoH, %")
+    active_alerts: int | None = None
+
+
+class LocationList(_Response):
+    locations: list[Location]
+    total: int
+
+
+class TelemetryPoint(_Response):
+    timestamp: Timestamp = _timestamp("when the reading was taken, UTC")
+    voltage: float | None = Field(description="V")
+    current: float | None = Field(description="A, negative = discharge")
+    temperature: float | None = Field(description="°C")
+    internal_resistance: float | None = Field(description="Ω")
+    soc_pct: float | None
+    soh_pct: float | None
+
+
+class BatteryItem(_Response):
+    battery_id: str
+    serial_number: str
+    position: int
+    manufacturer: str
+    model: str
+    nominal_voltage_v: float
+    nominal_capacity_ah: float
+    installed_date: date
+    warranty_months: int
+    string_id: str
+    created_at: Timestamp = _timestamp("UTC")
+    updated_at: Timestamp = _timestamp("UTC")
+    latest_telemetry: TelemetryPoint | None
+    status: str = Field(description="healthy, warning, critical, or unknown (no reading yet)")
+    active_alerts: int
+
+
+class BatteryList(_Response):
+    batteries: list[BatteryItem]
+    total: int
+
+
+class StringInfo(_Response):
+    string_id: str
+    position: int = Field(description="the string's number within its UPS")
+    ups_id: str
+
+
+class LocationInfo(_Response):
+    location_id: str
+    name: str
+
+
+class BatteryDetail(BatteryItem):
+    age_days: int = Field(description="days since installation")
+    is_in_warranty: bool
+    string_info: StringInfo
+    location_info: LocationInfo
+
+
+class TelemetrySeries(_Response):
+    battery_id: str
+    start: Timestamp = _timestamp("UTC")
+    end: Timestamp = _timestamp("UTC")
+    data: list[TelemetryPoint] = Field(description="oldest first; the newest `limit` readings")
+    count: int

@@ -1,0 +1,75 @@
+"""The pure parts of ingest's store, without a database: who stored a reading, sequence
+bookkeeping, each battery's newest reading, and the COPY text PostgreSQL reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from central.ingest.store import SequenceCounts, book, copy_text, newest_readings, stored_by
+from common import ids
+from common.schemas import Reading, TelemetryBatch
+
+SITE = "DC-CNX-01"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+B1, B2 = ids.battery_id(SITE, 1, 1, 1), ids.battery_id(SITE, 1, 1, 2)
+
+
+def reading(battery: str, minute: int, voltage: float | None = 13.6) -> Reading:
+    return Reading(battery_id=battery, ts=T0 + timedelta(minutes=minute), voltage=voltage)
+
+
+def batch(seq_first: int, *readings: Reading) -> TelemetryBatch:
+    return TelemetryBatch(
+        site_id=SITE,
+        agent_id="agent-1",
+        seq_first=seq_first,
+        seq_last=seq_first + len(readings) - 1,
+        readings=list(readings),
+    )
+
+
+def test_a_key_is_stored_by_its_first_occurrence_only():
+    first = batch(1, reading(B1, 1), reading(B1, 2))
+    again = batch(3, reading(B1, 2), reading(B2, 2))
+    new_keys = {(B1, T0 + timedelta(minutes=2)), (B2, T0 + timedelta(minutes=2))}
+    assert stored_by([first, again, first], new_keys) == [
+        [False, True],  # minute 1 was stored before
+        [False, True],
+        [False, False],
+    ]
+
+
+def test_a_jump_counts_one_gap_and_a_late_batch_fills_it():
+    start = SequenceCounts(highest_seq=2, gaps=0, missing_readings=0, duplicates=0)
+    jumped = book(start, batch(6, reading(B1, 6)), [True])
+    assert jumped == SequenceCounts(highest_seq=6, gaps=1, missing_readings=3, duplicates=0)
+    late = book(jumped, batch(3, reading(B1, 3), reading(B1, 4), reading(B1, 5)), [True] * 3)
+    assert late == SequenceCounts(highest_seq=6, gaps=1, missing_readings=0, duplicates=0)
+
+
+def test_readings_at_or_below_the_highest_not_new_are_redeliveries():
+    start = SequenceCounts(highest_seq=4, gaps=0, missing_readings=0, duplicates=1)
+    overlapping = batch(3, reading(B1, 3), reading(B1, 4), reading(B1, 5))
+    assert book(start, overlapping, [False, False, True]) == SequenceCounts(
+        highest_seq=5, gaps=0, missing_readings=0, duplicates=3
+    )
+
+
+def test_newest_reading_per_battery_in_battery_order():
+    readings = [reading(B2, 1), reading(B1, 3), reading(B1, 2), reading(B2, 1, voltage=12.0)]
+    assert newest_readings(readings) == [readings[1], readings[0]]
+
+
+def test_copy_text_numbers_rows_and_keeps_utc_nulls_and_exact_floats():
+    late = Reading(
+        battery_id=B1,
+        ts=datetime(
+            2026, 3, 1, 7, 0, 0, 123000, tzinfo=timezone(timedelta(hours=7))
+        ),  # Bangkok time
+        voltage=0.1 + 0.2,
+        current=-2.5,
+    )
+    assert copy_text([reading(B2, 0, voltage=None), late]).splitlines() == [
+        f"0\t{B2}\t2026-03-01T00:00:00+00:00\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N",
+        f"1\t{B1}\t2026-03-01T00:00:00.123000+00:00\t0.30000000000000004\t-2.5\t\\N\t\\N\t\\N\t\\N",
+    ]
