@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.perf.bench_ingest
 	$(BIN)/python -m tests.perf.bench_rul
 	$(BIN)/python -m tests.perf.bench_api
+	$(BIN)/python -m tests.perf.bench_live
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info

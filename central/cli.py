@@ -262,6 +262,7 @@ def _log_to_stderr() -> None:
 
 def _ingest(settings: CentralSettings) -> None:
     # Imported here: the database commands need neither paho, gunicorn nor the ingest package.
+    from central.api.live import live_events_for
     from central.ingest.mqtt import MqttError
     from central.server import IngestLoop, describe, settle_garbage_collector
 
@@ -269,7 +270,8 @@ def _ingest(settings: CentralSettings) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    loop = IngestLoop(settings)
+    # Through api.socketio_message_queue to the API servers' clients (none without a queue).
+    loop = IngestLoop(settings, events=live_events_for(settings))
     settle_garbage_collector()
     try:
         loop.run(stop)

@@ -340,7 +340,7 @@ def _first_crossing(level: np.ndarray, eol_pct: float) -> float | None:
     if j == 0:
         return 0.0
     drop = level[j - 1] - level[j]
-    return j - 1 + (level[j - 1] - eol_pct) / drop
+    return float(j - 1 + (level[j - 1] - eol_pct) / drop)  # a plain float: JSON and SQL take it
 
 
 def estimate_rul(

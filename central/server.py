@@ -21,10 +21,11 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from central.api import ApiConfigError, create_app
-from central.api.live import disconnect_all
+from central.api.live import disconnect_all, live_events_for
 from central.db.engine import make_engine, make_session_factory
 from central.ingest.mqtt import IngestConnection, MqttError
 from central.ingest.service import IngestService, IngestStats
+from central.live_events import LiveEvents, NoLiveEvents
 from central.settings import CentralSettings
 from common.topics import Topics
 
@@ -50,12 +51,18 @@ def settle_garbage_collector() -> None:
 
 
 class IngestLoop:
-    """Ingest as ``battery-central ingest`` runs it: its own engine, the service, the broker."""
+    """Ingest as ``battery-central ingest`` runs it: its own engine, the service, the broker;
+    ``events``: where live events go (``central.api.live.live_events_for``; None: nowhere)."""
 
-    def __init__(self, settings: CentralSettings) -> None:
+    def __init__(self, settings: CentralSettings, *, events: LiveEvents | None = None) -> None:
         self._engine = make_engine(settings.database_url)
         self._service = IngestService(
-            make_session_factory(self._engine), Topics(settings.mqtt.topic_prefix), settings.ingest
+            make_session_factory(self._engine),
+            Topics(settings.mqtt.topic_prefix),
+            settings.ingest,
+            events=NoLiveEvents() if events is None else events,
+            alerts=settings.alerts,
+            rul_refresh_s=settings.ingest.rul_refresh_s,
         )
         self._connection = IngestConnection(settings.mqtt, self._service.inbox.put)
 
@@ -74,10 +81,11 @@ class IngestLoop:
 
 
 class BackgroundIngest:
-    """An ``IngestLoop`` in a thread of this process."""
+    """An ``IngestLoop`` in a thread of this process, emitting through the app's Socket.IO (so
+    after the app is loaded: gunicorn's ``post_worker_init``)."""
 
     def __init__(self, settings: CentralSettings) -> None:
-        self._loop = IngestLoop(settings)
+        self._loop = IngestLoop(settings, events=live_events_for(settings, in_server=True))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest")
 
@@ -145,6 +153,8 @@ class ApiServer(BaseApplication):
             "workers": 1,
             "worker_class": LiveWorker,
             "threads": threads,
+            # Every open websocket holds a connection (and a thread) for its whole life.
+            "worker_connections": threads + 100,
             "accesslog": "-",
             "control_socket_disable": True,  # a fixed path in $HOME: servers would collide
             "post_worker_init": self._post_worker_init,

@@ -44,7 +44,11 @@ class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_max_messages: int = Field(50, ge=1, le=10_000)
-    batch_max_wait_s: float = Field(0.1, gt=0, le=10)
+    # How long the first message of a transaction waits for company: bounds live latency (a
+    # backlog fills batch_max_messages at once, so throughput does not need a long wait).
+    batch_max_wait_s: float = Field(0.02, gt=0, le=10)
+    # A battery's RUL is refitted at most this often, and only after new readings.
+    rul_refresh_s: float = Field(300.0, gt=0)
 
 
 class ApiSettings(BaseModel):
@@ -70,6 +74,8 @@ class ApiSettings(BaseModel):
     # Socket.IO across processes (ingest emitting to API servers, several servers), e.g.
     # "redis://127.0.0.1:6379/0"; None: one process holds every session.
     socketio_message_queue: str | None = Field(None, min_length=1)
+    # The queue's channel: processes share events only on the same one (one per deployment).
+    socketio_channel: str = Field("flask-socketio", min_length=1, max_length=200)
     # Origins allowed to open Socket.IO connections; empty: same origin only; ["*"]: any.
     cors_allowed_origins: list[str] = Field(default_factory=list)
     # Whether /health/ready also requires the MQTT broker (``mqtt``) to accept a connection.

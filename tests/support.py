@@ -6,7 +6,14 @@ import contextlib
 import socket
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from simulators.twin.params import TwinParams
 
 
 def free_tcp_port() -> int:
@@ -57,6 +64,20 @@ QUIET_EPOCH = 1_767_225_600.0
 
 # How far a value read through a protocol may be from the twin's: half a step of the scale it is
 # served in (mV, 0.1 °C, µΩ, 0.1 %), plus float rounding.
+_NOISE = TwinParams()
+# A reading and a later snapshot of the twin are two independent noisy draws (difference
+# σ = √2·noise): six such σ plus the register's resolution keeps hundreds of comparisons from
+# failing by chance (< 1e-6).
+_SIGMAS = 6 * 2**0.5
+READING_TOLERANCE = {
+    "voltage": _SIGMAS * _NOISE.noise_voltage_v + 0.01,
+    "temperature": _SIGMAS * _NOISE.noise_temperature_c + 0.1,
+    "internal_resistance_rel": _SIGMAS * _NOISE.noise_resistance_rel + 0.01,
+    "soc_pct": 0.5,
+    "soh_pct": _SIGMAS * _NOISE.noise_soh_pct + 0.1,
+    "current": _SIGMAS * _NOISE.noise_current_a + 0.1,
+}
+
 SERVED_TOLERANCE = {
     "voltage": 0.0005,
     "temperature": 0.05,
@@ -78,3 +99,20 @@ def assert_same_nameplates(reported, expected) -> None:
         assert got.nominal_capacity_ah == block.nominal_capacity_ah
         assert got.installed_date == block.installed_date
         assert got.warranty_months == block.warranty_months
+
+
+@contextlib.contextmanager
+def pg_schema(base_url: str, prefix: str = "t") -> Iterator[str]:
+    """A URL of ``base_url``'s database whose search path is a fresh private schema, dropped
+    afterwards: a test's own empty PostgreSQL namespace without creating a database."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(base_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        yield f"{base_url}?options=-csearch_path%3D{schema}"
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    finally:
+        admin.close()

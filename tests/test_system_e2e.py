@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import psycopg2
 import pytest
-from psycopg2 import sql
 from sqlalchemy import Engine, func, select, tuple_
 
 from central.battery_status import battery_status
@@ -32,11 +30,17 @@ from central.db.models import AgentSequence, Battery, BatteryLatest, Quarantined
 from common.schemas import TelemetryBatch, decode
 from common.topics import Topics
 from common.units import MEASUREMENTS
-from simulators.twin.params import TwinParams
 from tests.central.api_support import PASSWORD, SECRET
 from tests.edge_agent.conftest import AgentProcess, agent_settings
 from tests.mqtt_capture import Capture
-from tests.support import free_tcp_port, log_tail, stop_process, wait_for_tcp
+from tests.support import (
+    READING_TOLERANCE,
+    free_tcp_port,
+    log_tail,
+    pg_schema,
+    stop_process,
+    wait_for_tcp,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,19 +50,6 @@ BATTERY_CENTRAL = Path(sys.executable).with_name("battery-central")
 POLL_INTERVAL_S = 2
 ARRIVAL_DEADLINE_S = 60.0
 READINGS_PER_BATTERY = 3
-
-_NOISE = TwinParams()
-# A stored reading and a later snapshot are two independent noisy draws (difference σ = √2·noise):
-# six such σ plus the served resolution keeps 216 comparisons from failing by chance.
-_SIGMAS = 6 * 2**0.5
-TOLERANCE = {
-    "voltage": _SIGMAS * _NOISE.noise_voltage_v + 0.01,
-    "temperature": _SIGMAS * _NOISE.noise_temperature_c + 0.1,
-    "internal_resistance_rel": _SIGMAS * _NOISE.noise_resistance_rel + 0.01,
-    "soc_pct": 0.5,
-    "soh_pct": _SIGMAS * _NOISE.noise_soh_pct + 0.1,
-    "current": _SIGMAS * _NOISE.noise_current_a + 0.1,
-}
 
 
 def _wait_until(
@@ -241,17 +232,8 @@ def _stop_agent(agent: AgentProcess) -> None:
 @pytest.fixture
 def pg_schema_url(pg_database_url: str) -> Iterator[str]:
     """An empty private schema of the session's PostgreSQL database, dropped afterwards."""
-    schema = f"sys_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_database_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        yield f"{pg_database_url}?options=-csearch_path%3D{schema}"
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    finally:
-        admin.close()
+    with pg_schema(pg_database_url, "sys") as url:
+        yield url
 
 
 @pytest.fixture
@@ -371,7 +353,7 @@ def test_site_readings_reach_the_rest_api(system: System, simulated_site) -> Non
     twin_ids = {b for row in snapshot["battery_ids"] for b in row}
     assert page["total"] == BATTERIES
     assert {b["battery_id"] for b in page["batteries"]} == twin_ids  # the agent's birth
-    t = TOLERANCE
+    t = READING_TOLERANCE
     for battery in page["batteries"]:
         latest = battery["latest_telemetry"]
         assert latest is not None, battery["battery_id"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from central.api import auth, batteries, health, locations, openapi, users
+from central.api import alerts, auth, batteries, health, locations, openapi, users
 from central.api.errors import init_errors
 from central.api.extensions import db, jwt, limiter
 from central.api.formats import OrjsonProvider
@@ -37,6 +37,7 @@ def _config(settings: CentralSettings) -> dict[str, Any]:
         "RATELIMIT_HEADERS_ENABLED": True,
         "MAX_CONTENT_LENGTH": api.max_request_bytes,
         "BRM_SOCKETIO_MESSAGE_QUEUE": api.socketio_message_queue,
+        "BRM_SOCKETIO_CHANNEL": api.socketio_channel,
         "BRM_CORS_ALLOWED_ORIGINS": api.cors_allowed_origins,
         "BRM_READY_BROKER": settings.mqtt if api.ready_checks_broker else None,
     }
@@ -62,6 +63,14 @@ def create_app(
     init_socketio(app)
     limiter.exempt(health.bp)
     limiter.exempt(openapi.bp)
-    for blueprint in (health.bp, auth.bp, users.bp, locations.bp, batteries.bp, openapi.bp):
+    for blueprint in (
+        health.bp,
+        auth.bp,
+        users.bp,
+        locations.bp,
+        batteries.bp,
+        alerts.bp,
+        openapi.bp,
+    ):
         app.register_blueprint(blueprint)
     return app

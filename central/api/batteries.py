@@ -22,7 +22,9 @@ from central.api.openapi import operation
 from central.api.schemas import BatteriesQuery, TelemetryQuery, parse_query
 from central.battery_status import battery_status, worst_severity
 from central.db import queries
+from central.db.models import BatteryAnalytics
 from central.db.queries import AlertSummary
+from central.rul import RulEstimate, RulStatus
 from common.ids import parse_string_id
 from common.timeutil import utc_now
 
@@ -78,6 +80,41 @@ def battery_page(session: Session, location_id: str | None, skip: int, limit: in
     return jsonify(batteries=items, total=total)
 
 
+def rul_json(analytics: BatteryAnalytics | None) -> dict[str, Any] | None:
+    """The detail's ``rul`` object (``RulEstimate.to_json()``) from the stored estimate; None
+    while there is none (too little SoH history yet) or the stored one is incomplete."""
+    if analytics is None or analytics.rul_status not in set(RulStatus):
+        return None
+    interval_pct = analytics.rul_interval_pct
+    soh_now, fade = analytics.soh_now_pct, analytics.fade_pct_per_year
+    n_points, n_days = analytics.rul_n_points, analytics.rul_n_days
+    method, computed_at = analytics.rul_method, analytics.rul_computed_at
+    if (
+        interval_pct is None
+        or soh_now is None
+        or fade is None
+        or n_points is None
+        or n_days is None
+        or method is None
+        or computed_at is None
+    ):
+        return None
+    return RulEstimate(
+        status=RulStatus(analytics.rul_status),
+        rul_days=analytics.rul_days,
+        rul_low_days=analytics.rul_low_days,
+        rul_high_days=analytics.rul_high_days,
+        interval=interval_pct / 100,
+        predicted_eol_date=analytics.predicted_eol_date,
+        soh_now_pct=soh_now,
+        fade_pct_per_year=fade,
+        n_points=n_points,
+        n_days=n_days,
+        method=method,
+        computed_at=computed_at,
+    ).to_json()
+
+
 def _months_later(start: date, months: int) -> date:
     """``start`` plus whole calendar months; a day past the month's end clamps to its last day."""
     years, month_index = divmod(start.month - 1 + months, 12)
@@ -112,6 +149,7 @@ def list_batteries() -> ResponseReturnValue:
     tag="batteries",
     response=responses.BatteryDetail,
     path_params=BATTERY_PARAM,
+    description="`rul`: the latest remaining-useful-life estimate, null until there is one.",
 )
 def get_battery(battery_id: str) -> ResponseReturnValue:
     current_active_user()
@@ -134,6 +172,7 @@ def get_battery(battery_id: str) -> ResponseReturnValue:
                 "ups_id": row["ups_id"],
             },
             "location_info": {"location_id": row["location_id"], "name": row["location_name"]},
+            "rul": rul_json(queries.battery_analytics(db.session, battery_id)),
         }
     )
 

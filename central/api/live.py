@@ -1,30 +1,51 @@
-"""Socket.IO (the fleet API's WebSocket): who may connect, ``connected`` and ``ping``/``pong``.
+"""Socket.IO (the fleet API's WebSocket): who may connect, the subscriptions, the live events.
 
 A client connects with ``auth={"token": ACCESS_TOKEN}``; the token must be valid, unrevoked and
-an active user's, exactly as for the REST API, else the connection is refused.
+an active user's, exactly as for the REST API, else the connection is refused. The connection's
+session keeps that user, and every later event is checked against it (see ``_authorized``).
 
-Sessions live in the process that accepted them: more than one server process needs
-``api.socketio_message_queue`` (Redis) and sticky sessions at the load balancer.
+Client events: ``subscribe_location``/``unsubscribe_location`` ``{"location_id": ID}`` and
+``subscribe_battery``/``unsubscribe_battery`` ``{"battery_id": ID}`` join or leave the rooms
+``location:{ID}``/``battery:{ID}`` and are answered ``subscribed``/``unsubscribed``; ``ping`` is
+answered ``pong``. Whatever a client does wrong is answered with ``error`` ``{"message": ...}``
+and the connection stays open (except for credentials that no longer hold: then it is closed).
+
+Ingest reports readings, alerts and status changes through ``SocketIOLiveEvents`` (built by
+``live_events_for``), which emits each event once to the battery's and its location's rooms.
+Sessions live in the process that accepted them: ingest in its own process and more than one
+server process need ``api.socketio_message_queue`` (Redis) and sticky sessions at the load
+balancer; every process of one deployment uses the same ``api.socketio_channel``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_socketio import ConnectionRefusedError as Refused
-from flask_socketio import SocketIO, emit
+from flask_socketio import SocketIO, disconnect, emit, join_room, leave_room
 from jwt import PyJWTError
 
 from central.api import accounts
 from central.api.extensions import db
-from central.db.models import User
+from central.db.models import ID, Battery, Location, User
+from central.live_events import LiveEvents, NoLiveEvents, battery_room, location_room
+from central.settings import CentralSettings
 from common.timeutil import to_rfc3339, utc_now
 
 CONNECTED_MESSAGE = "Connected to Battery RUL Monitoring"
 REFUSED_MESSAGE = "Could not validate credentials"
+INTERNAL_ERROR_MESSAGE = "Internal error: the event was not handled"
+DEFAULT_CHANNEL = "flask-socketio"
+# Rooms one connection may be in at once (locations and batteries together): a dashboard needs a
+# few sites or a few strings' blocks; this bounds what one client can make the server hold.
+MAX_SUBSCRIPTIONS = 1000
 
 log = logging.getLogger(__name__)
 socketio = SocketIO()
@@ -41,6 +62,7 @@ def cors_origins(allowed: list[str]) -> list[str] | None:
 def init_socketio(app: Flask) -> None:
     """Serve Socket.IO at ``/socket.io`` next to the app's routes (threads; no eventlet/gevent)."""
     queue = app.config["BRM_SOCKETIO_MESSAGE_QUEUE"]
+    channel = app.config.get("BRM_SOCKETIO_CHANNEL") or DEFAULT_CHANNEL
     socketio.init_app(
         app,
         async_mode="threading",
@@ -48,12 +70,76 @@ def init_socketio(app: Flask) -> None:
         manage_session=False,  # no Flask session is used: the token authenticates
         # The extension keeps its options from one init_app to the next: without a queue, ask
         # for the in-process manager explicitly, or an earlier app's queue manager is reused.
-        **({"message_queue": queue} if queue else {"client_manager": None}),
+        **({"message_queue": queue, "channel": channel} if queue else {"client_manager": None}),
     )
 
 
-def token_user(auth: object) -> User | None:
-    """The active user whose valid, unrevoked access token ``auth["token"]`` is; else None."""
+# --- Emitting: what ingest calls -------------------------------------------------------------
+
+
+class SocketIOLiveEvents:
+    """``LiveEvents`` over Socket.IO: each event once to the battery's and the location's rooms.
+
+    ``socketio`` is either the app's extension (ingest in the server's process: ``run``) or a
+    write-only ``SocketIO(message_queue=...)`` (ingest in a process of its own), whose events
+    reach the clients of every server on the same queue and channel. A client in both rooms gets
+    an event once (python-socketio merges the rooms' members). Emitting never raises into
+    ingest: the store is the record, the live feed is best effort (failures are logged).
+    """
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self._socketio = socketio
+
+    def telemetry_update(
+        self, location_id: str, battery_id: str, data: dict[str, Any], timestamp: str
+    ) -> None:
+        payload = {"battery_id": battery_id, "data": data, "timestamp": timestamp}
+        self._emit("telemetry_update", payload, location_id, battery_id)
+
+    def alert(self, location_id: str, battery_id: str, alert: dict[str, Any]) -> None:
+        payload = {**alert, "battery_id": battery_id, "location_id": location_id}
+        self._emit("alert", payload, location_id, battery_id)
+
+    def battery_status_update(
+        self, location_id: str, battery_id: str, data: dict[str, Any], timestamp: str
+    ) -> None:
+        payload = {"battery_id": battery_id, "data": data, "timestamp": timestamp}
+        self._emit("battery_status_update", payload, location_id, battery_id)
+
+    def _emit(self, event: str, payload: dict[str, Any], location_id: str, battery_id: str) -> None:
+        try:
+            self._socketio.emit(
+                event, payload, to=[battery_room(battery_id), location_room(location_id)]
+            )
+        except Exception:
+            log.exception("could not emit %s for battery %s", event, battery_id)
+
+
+def message_queue_emitter(url: str, channel: str = DEFAULT_CHANNEL) -> SocketIOLiveEvents:
+    """Events for the servers listening on the queue ``url`` (``redis://...``) and ``channel``,
+    from a process that serves no client (it never reads the queue)."""
+    return SocketIOLiveEvents(SocketIO(message_queue=url, channel=channel, async_mode="threading"))
+
+
+def live_events_for(settings: CentralSettings, *, in_server: bool = False) -> LiveEvents:
+    """What ingest reports to: the app's Socket.IO when ingest runs in the server's worker
+    (``in_server``: ``battery-central run``, after the app is loaded), else a write-only emitter
+    on ``api.socketio_message_queue``, else (no queue: no server can hear) nothing."""
+    if in_server:
+        if socketio.server is None:
+            raise RuntimeError("the app's Socket.IO is not initialised: create the app first")
+        return SocketIOLiveEvents(socketio)
+    queue = settings.api.socketio_message_queue
+    if queue is None:
+        return NoLiveEvents()
+    return message_queue_emitter(queue, settings.api.socketio_channel)
+
+
+# --- Connections and subscriptions -----------------------------------------------------------
+
+
+def _token_claims(auth: object) -> dict[str, Any] | None:
+    """The claims of ``auth["token"]`` if it is a valid, unrevoked access token; else None."""
     token = auth.get("token") if isinstance(auth, dict) else None
     if not isinstance(token, str) or not token:
         return None
@@ -63,8 +149,18 @@ def token_user(auth: object) -> User | None:
         return None
     if claims.get("type") != "access" or accounts.is_revoked(db.session, claims["jti"]):
         return None
-    user = db.session.get(User, claims["sub"])
+    return claims
+
+
+def _active_user(user_id: str) -> User | None:
+    user = db.session.get(User, user_id)
     return user if user is not None and user.is_active else None
+
+
+def token_user(auth: object) -> User | None:
+    """The active user whose valid, unrevoked access token ``auth["token"]`` is; else None."""
+    claims = _token_claims(auth)
+    return None if claims is None else _active_user(claims["sub"])
 
 
 def disconnect_all() -> None:
@@ -77,15 +173,180 @@ def _timestamp() -> str:
     return to_rfc3339(utc_now())
 
 
+@dataclass
+class _Session:
+    """A connection's own state, from its ``connect`` to its ``disconnect``."""
+
+    user_id: str
+    jti: str
+    expires: float | None  # the token's ``exp`` (s since the epoch)
+    rooms: set[str] = field(default_factory=set)
+
+
+# By Socket.IO session ID (``request.sid``), in this process: python-socketio handles each event
+# in a thread of its own, so one client's events can run at the same time; the lock guards the
+# map and each session's rooms between the check of the limit and the join.
+_sessions: dict[str, _Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def _session() -> _Session | None:
+    with _sessions_lock:
+        return _sessions.get(request.sid)
+
+
+def _error(message: str) -> None:
+    emit("error", {"message": message})
+
+
+def _authorized(*, recheck: bool) -> bool:
+    """Whether this connection still belongs to the user who connected with a valid token.
+
+    The session's user (stored at connect) must be there and the token unexpired; with
+    ``recheck``, the user must also still be active and the token not revoked (logout), as the
+    REST API would require. Otherwise the client gets ``error`` and is disconnected.
+    """
+    session = _session()
+    valid = session is not None and (session.expires is None or time.time() < session.expires)
+    if valid and recheck:
+        assert session is not None
+        valid = _active_user(session.user_id) is not None and not accounts.is_revoked(
+            db.session, session.jti
+        )
+    if not valid:
+        log.info("closing Socket.IO connection %s: its credentials no longer hold", request.sid)
+        _error(REFUSED_MESSAGE)
+        disconnect()
+    return valid
+
+
 @socketio.on("connect")
 def _connect(auth: object = None) -> None:
-    user = token_user(auth)
-    if user is None:
+    claims = _token_claims(auth)
+    user = None if claims is None else _active_user(claims["sub"])
+    if claims is None or user is None:
         log.info("refused a Socket.IO connection: no valid access token")
         raise Refused(REFUSED_MESSAGE)
+    with _sessions_lock:
+        _sessions[request.sid] = _Session(user.user_id, claims["jti"], claims.get("exp"))
     emit("connected", {"message": CONNECTED_MESSAGE, "timestamp": _timestamp()})
 
 
+@socketio.on("disconnect")
+def _disconnect(*_reason: object) -> None:
+    with _sessions_lock:
+        _sessions.pop(request.sid, None)
+
+
 @socketio.on("ping")
-def _ping(_data: object = None) -> None:
-    emit("pong", {"timestamp": _timestamp()})
+def _ping(*_data: object) -> None:
+    if _authorized(recheck=False):
+        emit("pong", {"timestamp": _timestamp()})
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a client can subscribe to: a location or a battery."""
+
+    kind: str  # "location" or "battery"
+    model: type[Location] | type[Battery]
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}_id"
+
+    def room(self, target_id: str) -> str:
+        return location_room(target_id) if self.kind == "location" else battery_room(target_id)
+
+
+LOCATION = _Target("location", Location)
+BATTERY = _Target("battery", Battery)
+
+
+def _target_id(target: _Target, event: str, data: object) -> str | None:
+    """``data[target.key]`` if it is a possible ID; else None, and the client gets ``error``."""
+    value = data.get(target.key) if isinstance(data, dict) else None
+    if isinstance(value, str) and 0 < len(value) <= ID:
+        return value
+    _error(
+        f'{event} needs {{"{target.key}": "..."}}: a non-empty string of at most {ID} characters'
+    )
+    return None
+
+
+def _answer(event: str, target: _Target, target_id: str) -> None:
+    emit(event, {"type": target.kind, target.key: target_id, "timestamp": _timestamp()})
+
+
+def _subscribe(target: _Target, data: object) -> None:
+    event = f"subscribe_{target.kind}"
+    if not _authorized(recheck=True):
+        return
+    target_id = _target_id(target, event, data)
+    if target_id is None:
+        return
+    if db.session.get(target.model, target_id) is None:
+        _error(f"{target.kind.capitalize()} {target_id} not found")
+        return
+    room = target.room(target_id)
+    with _sessions_lock:
+        session = _sessions.get(request.sid)
+        if session is None:  # disconnected meanwhile
+            return
+        full = room not in session.rooms and len(session.rooms) >= MAX_SUBSCRIPTIONS
+        if not full:
+            join_room(room)
+            session.rooms.add(room)
+    if full:
+        _error(f"Subscription limit reached: at most {MAX_SUBSCRIPTIONS} per connection")
+        return
+    _answer("subscribed", target, target_id)
+
+
+def _unsubscribe(target: _Target, data: object) -> None:
+    """Leave the room; answered ``unsubscribed`` also when the client was not in it."""
+    if not _authorized(recheck=False):
+        return
+    target_id = _target_id(target, f"unsubscribe_{target.kind}", data)
+    if target_id is None:
+        return
+    room = target.room(target_id)
+    with _sessions_lock:
+        session = _sessions.get(request.sid)
+        if session is None:  # disconnected meanwhile
+            return
+        leave_room(room)
+        session.rooms.discard(room)
+    _answer("unsubscribed", target, target_id)
+
+
+@socketio.on("subscribe_location")
+def _subscribe_location(data: object = None, *_more: object) -> None:
+    _subscribe(LOCATION, data)
+
+
+@socketio.on("unsubscribe_location")
+def _unsubscribe_location(data: object = None, *_more: object) -> None:
+    _unsubscribe(LOCATION, data)
+
+
+@socketio.on("subscribe_battery")
+def _subscribe_battery(data: object = None, *_more: object) -> None:
+    _subscribe(BATTERY, data)
+
+
+@socketio.on("unsubscribe_battery")
+def _unsubscribe_battery(data: object = None, *_more: object) -> None:
+    _unsubscribe(BATTERY, data)
+
+
+@socketio.on_error_default
+def _failed(exc: Exception) -> bool | None:
+    """A handler's unexpected failure (e.g. the database): logged; a connection is refused, a
+    connected client hears ``error`` and stays connected."""
+    event = request.event.get("message")
+    log.error("Socket.IO event %s failed", event, exc_info=exc)
+    if event == "connect":
+        return False  # python-socketio refuses the connection
+    _error(INTERNAL_ERROR_MESSAGE)
+    return None

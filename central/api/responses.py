@@ -155,11 +155,32 @@ class LocationInfo(_Response):
     name: str
 
 
+class Rul(_Response):
+    """A battery's remaining useful life: the latest estimate from its SoH history."""
+
+    status: str = Field(
+        description="fading (rul_days is a number), open_ended (no end of life within 20 "
+        "years: rul_days null) or end_of_life (rul_days 0)"
+    )
+    rul_days: float | None = Field(description="days from computed_at to SoH 80 %")
+    rul_low_days: float | None = Field(description="early end of the interval")
+    rul_high_days: float | None = Field(description="late end of the interval; null: open")
+    interval_pct: int = Field(description="the interval's coverage, e.g. 80")
+    predicted_eol_date: date | None
+    soh_now_pct: float = Field(description="the fitted SoH at computed_at, %")
+    fade_pct_per_year: float = Field(description="the fitted fade rate now, SoH % per year")
+    n_points: int = Field(description="readings used")
+    n_days: int = Field(description="days with a reading")
+    method: str = Field(description="huber-{linear|quadratic|hinge}[-seasonal]")
+    computed_at: Timestamp = _timestamp("the time the estimate counts from, UTC")
+
+
 class BatteryDetail(BatteryItem):
     age_days: int = Field(description="days since installation")
     is_in_warranty: bool
     string_info: StringInfo
     location_info: LocationInfo
+    rul: Rul | None = Field(description="null until the battery has enough SoH history")
 
 
 class TelemetrySeries(_Response):
@@ -168,3 +189,65 @@ class TelemetrySeries(_Response):
     end: Timestamp = _timestamp("UTC")
     data: list[TelemetryPoint] = Field(description="oldest first; the newest `limit` readings")
     count: int
+
+
+class AlertResponse(_Response):
+    """An alert"""
+
+    id: str = Field(description="UUID")
+    alert_id: str = Field(description="ALT-{battery_id}-{YYYY-MM-DD}-{alert_type}-{unique}")
+    battery_id: str
+    alert_type: str = Field(
+        description="voltage_high, voltage_low, temperature_high, resistance_drift, "
+        "soh_degraded, rul_warning, rul_critical or communication_lost"
+    )
+    severity: str = Field(description="info, warning or critical")
+    message: str
+    threshold_value: float | None
+    actual_value: float | None
+    triggered_at: Timestamp = _timestamp("UTC")
+    resolved_at: Timestamp | None = _timestamp("UTC; null while active")
+    is_acknowledged: bool
+    acknowledged_at: Timestamp | None = _timestamp("UTC")
+    acknowledged_by: str | None = Field(description="user_id of who acknowledged it")
+    acknowledgment_note: str | None
+    created_at: Timestamp = _timestamp("UTC")
+    updated_at: Timestamp = _timestamp("UTC")
+    is_active: bool = Field(description="not resolved")
+    is_pending: bool = Field(description="active and not acknowledged")
+
+
+class AlertList(_Response):
+    alerts: list[AlertResponse] = Field(description="newest triggered first")
+    total: int = Field(description="alerts matching every filter")
+    active_count: int = Field(
+        description="active alerts matching the filters other than active_only and acknowledged"
+    )
+    pending_count: int = Field(
+        description="active, unacknowledged alerts matching the filters other than active_only "
+        "and acknowledged"
+    )
+
+
+class AlertDetail(AlertResponse):
+    """An alert with its battery's context"""
+
+    battery_serial: str | None = Field(description="null if the battery is not in the inventory")
+    battery_position: int | None = Field(description="the block's position in its string")
+    location_id: str
+    location_name: str | None
+
+
+class AlertStats(_Response):
+    """Alert statistics"""
+
+    total_alerts: int = Field(description="triggered within the window")
+    active_alerts: int = Field(description="active now, whenever triggered")
+    critical_alerts: int = Field(description="active now, critical")
+    warning_alerts: int = Field(description="active now, warning")
+    info_alerts: int = Field(description="active now, info")
+    acknowledged_alerts: int = Field(description="triggered within the window, acknowledged")
+    alerts_by_type: dict[str, int] = Field(description="triggered within the window, per type")
+    alerts_by_location: dict[str, int] = Field(
+        description="triggered within the window, per location_id"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -65,21 +65,53 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """A timestamp without a zone is read as UTC, as the API's timestamps all are."""
+    if value is None:
+        return None
+    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+    return utc
+
+
 class TelemetryQuery(_Body):
     start: datetime | None = Field(None, description="default: 24 hours before end (or now)")
     end: datetime | None = Field(None, description="default: now")
     limit: int = Field(1000, ge=1, le=10000, description="at most this many, the newest")
 
-    @field_validator("start", "end")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """A timestamp without a zone is read as UTC, as the API's timestamps all are."""
-        if value is None:
-            return None
-        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if not EARLIEST <= utc < LATEST:
-            raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
-        return utc
+    _utc_times = field_validator("start", "end")(_utc)
+
+
+class AlertsQuery(Page):
+    location_id: str | None = Field(None, max_length=64, description="only this location")
+    severity: Literal["info", "warning", "critical"] | None = Field(
+        None, description="only this severity"
+    )
+    alert_type: str | None = Field(
+        None, max_length=64, description="only this type, e.g. voltage_high, temperature_high"
+    )
+    active_only: bool = Field(True, description="only alerts not resolved yet")
+    acknowledged: bool | None = Field(
+        None, description="only acknowledged (true) or only unacknowledged (false) alerts"
+    )
+    start_date: datetime | None = Field(
+        None, description="triggered at or after this time (without a zone: UTC)"
+    )
+    end_date: datetime | None = Field(
+        None, description="triggered at or before this time (without a zone: UTC)"
+    )
+
+    _utc_times = field_validator("start_date", "end_date")(_utc)
+
+
+class AlertStatsQuery(_Body):
+    location_id: str | None = Field(None, max_length=64, description="only this location")
+    days: int = Field(7, ge=1, le=365, description="the window: alerts triggered in the last days")
+
+
+class AcknowledgeBody(_Body):
+    note: str | None = Field(None, max_length=2000, description="why, or what was done")
 
 
 def _validation_error(exc: ValidationError, where: str) -> ApiError:

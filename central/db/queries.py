@@ -3,6 +3,10 @@
 Listing reads ``batteries`` by its key (or ``(location_id, battery_id)``) joined to
 ``battery_latest``; alert counts come from the active-alert index; telemetry is one range scan of
 the ``(battery_id, ts)`` key. Rows come back as plain mappings for the API to shape.
+
+Alerts: lists and windows read the ``(location_id, triggered_at)`` or ``triggered_at`` index,
+active counts the active partial index; acknowledging and resolving are conditional updates, so
+two engineers (or an engineer and ingest) racing on one alert cannot both succeed.
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Row, RowMapping, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from central.battery_status import SOH_CRITICAL_PCT
-from central.db.models import Alert, Battery, BatteryLatest, BatteryString, Location, Telemetry
+from central.db.models import (
+    Alert,
+    Battery,
+    BatteryAnalytics,
+    BatteryLatest,
+    BatteryString,
+    Location,
+    Telemetry,
+)
 
 _ACTIVE = Alert.resolved_at.is_(None)
 
@@ -207,3 +219,173 @@ def location_stats(
     for loc, count in alerts.items():
         stats.setdefault(loc, LocationStats(active_alerts=count))
     return stats
+
+
+def battery_analytics(session: Session, battery_id: str) -> BatteryAnalytics | None:
+    """The battery's derived values (resistance baseline, latest RUL estimate), if any yet."""
+    return session.get(BatteryAnalytics, battery_id)
+
+
+@dataclass(frozen=True)
+class AlertFilters:
+    """What a list of alerts is narrowed to.
+
+    The scope (location, severity, type, triggered between ``start`` and ``end``, both included)
+    and the state (``active_only``, ``acknowledged``); the list's counts look at the scope only.
+    """
+
+    location_id: str | None = None
+    severity: str | None = None
+    alert_type: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    active_only: bool = True
+    acknowledged: bool | None = None
+
+    def scope(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if self.location_id is not None:
+            where.append(Alert.location_id == self.location_id)
+        if self.severity is not None:
+            where.append(Alert.severity == self.severity)
+        if self.alert_type is not None:
+            where.append(Alert.alert_type == self.alert_type)
+        if self.start is not None:
+            where.append(Alert.triggered_at >= self.start)
+        if self.end is not None:
+            where.append(Alert.triggered_at <= self.end)
+        return where
+
+    def state(self) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = [_ACTIVE] if self.active_only else []
+        if self.acknowledged is not None:
+            where.append(Alert.is_acknowledged == self.acknowledged)
+        return where
+
+
+@dataclass(frozen=True)
+class AlertCounts:
+    total: int  # matching scope and state
+    active: int  # matching the scope, active
+    pending: int  # matching the scope, active and not acknowledged
+
+
+def list_alerts(
+    session: Session, filters: AlertFilters, skip: int, limit: int
+) -> tuple[Sequence[Alert], AlertCounts]:
+    """One page of alerts, newest triggered first (ties by ``id``), and the counts."""
+    scope, state = filters.scope(), filters.state()
+    page = session.scalars(
+        select(Alert)
+        .where(*scope, *state)
+        .order_by(Alert.triggered_at.desc(), Alert.id.desc())
+        .offset(skip)
+        .limit(limit)
+    ).all()
+    pending = and_(_ACTIVE, Alert.is_acknowledged.is_(False))
+    # One pass over the scope; active and pending rows are all active, so with active_only the
+    # pass reads active rows alone.
+    row = session.execute(
+        select(
+            func.count(case((and_(*state), 1))) if state else func.count(),
+            func.count(case((_ACTIVE, 1))),
+            func.count(case((pending, 1))),
+        ).where(*scope, *([_ACTIVE] if filters.active_only else []))
+    ).one()
+    return page, AlertCounts(total=row[0], active=row[1], pending=row[2])
+
+
+@dataclass(frozen=True)
+class AlertStats:
+    """Alerts triggered since a time (total, acknowledged, per type and location), and the
+    alerts active now whenever they were triggered (per severity)."""
+
+    total: int
+    acknowledged: int
+    by_type: dict[str, int]
+    by_location: dict[str, int]
+    active_by_severity: dict[str, int]
+
+
+def alert_stats(session: Session, since: datetime, location_id: str | None = None) -> AlertStats:
+    location = [] if location_id is None else [Alert.location_id == location_id]
+    rows = session.execute(
+        select(
+            Alert.location_id,
+            Alert.alert_type,
+            func.count(),
+            func.count(case((Alert.is_acknowledged.is_(True), 1))),
+        )
+        .where(Alert.triggered_at >= since, *location)
+        .group_by(Alert.location_id, Alert.alert_type)
+    ).all()
+    by_type: dict[str, int] = {}
+    by_location: dict[str, int] = {}
+    for loc, alert_type, count, _ in rows:
+        by_type[alert_type] = by_type.get(alert_type, 0) + count
+        by_location[loc] = by_location.get(loc, 0) + count
+    active = session.execute(
+        select(Alert.severity, func.count()).where(_ACTIVE, *location).group_by(Alert.severity)
+    ).all()
+    return AlertStats(
+        total=sum(row[2] for row in rows),
+        acknowledged=sum(row[3] for row in rows),
+        by_type=dict(sorted(by_type.items(), key=lambda item: (-item[1], item[0]))),
+        by_location=dict(sorted(by_location.items())),
+        active_by_severity={severity: count for severity, count in active},
+    )
+
+
+def _alert_key(key: str) -> ColumnElement[bool]:
+    return or_(Alert.alert_id == key, Alert.id == key)
+
+
+def find_alert(session: Session, key: str) -> Alert | None:
+    """The alert whose ``alert_id`` or ``id`` (uuid) is ``key``."""
+    return session.scalars(select(Alert).where(_alert_key(key)).limit(1)).one_or_none()
+
+
+def alert_with_context(session: Session, key: str) -> Row[Any] | None:
+    """(alert, battery serial, position, location name) of the alert ``key`` names, or None.
+
+    The battery and location may be absent from the inventory (ingest keeps readings that come
+    before a site's birth message): their values are then None.
+    """
+    statement = (
+        select(Alert, Battery.serial_number, Battery.position, Location.name)
+        .outerjoin(Battery, Battery.battery_id == Alert.battery_id)
+        .outerjoin(Location, Location.location_id == Alert.location_id)
+        .where(_alert_key(key))
+        .limit(1)
+    )
+    return session.execute(statement).one_or_none()
+
+
+def acknowledge_alert(
+    session: Session, alert: Alert, user_id: str, note: str | None, now: datetime
+) -> bool:
+    """Acknowledge ``alert`` unless it already is; False if it was (and nothing changed)."""
+    result = session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, Alert.is_acknowledged.is_(False))
+        .values(
+            is_acknowledged=True,
+            acknowledged_at=now,
+            acknowledged_by=user_id,
+            acknowledgment_note=note,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def resolve_alert(session: Session, alert: Alert, now: datetime) -> bool:
+    """Resolve ``alert`` now unless it already is; False if it was (and nothing changed)."""
+    result = session.execute(
+        update(Alert)
+        .where(Alert.id == alert.id, _ACTIVE)
+        .values(resolved_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]

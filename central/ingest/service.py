@@ -1,6 +1,12 @@
 """The ingest loop: gather messages into small batches, write each batch in one transaction (the
 telemetry of all its messages in one go), acknowledge its messages only after the commit.
 
+The alert engine (``central.ingest.alerting``) runs inside that transaction on the readings the
+batch stored, so alert rows commit or roll back with their telemetry; live events go out after the
+commit. Between batches the loop sweeps for silent batteries (communication_lost) about every poll
+interval, in a transaction of its own; a background thread refreshes RUL
+(``central.ingest.rul_refresh``), whose results the next transaction judges.
+
 A message the store cannot take even on its own (a database error tied to that message) is
 quarantined with the error, so no payload can wedge ingest; when the database itself is down,
 nothing is acknowledged and the batch is retried with backoff.
@@ -15,11 +21,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from central.alerts import AlertSettings
 from central.db.inventory import UnknownLocationError, upsert_birth
+from central.ingest.alerting import AlertEngine
 from central.ingest.mqtt import Inbound
 from central.ingest.process import (
     Decision,
@@ -30,10 +39,12 @@ from central.ingest.process import (
     UpsertBirth,
     decide,
 )
+from central.ingest.rul_refresh import RUL_REFRESH_S, RulRefresher
 from central.ingest.store import quarantine, record_events, record_state, store_telemetry
 from central.live_events import LiveEvents, NoLiveEvents
 from central.settings import IngestSettings
-from common.schemas import TelemetryBatch
+from common.schemas import AgentStatus, Reading, TelemetryBatch
+from common.timeutil import utc_now
 from common.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -41,6 +52,9 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 Decided = tuple[Inbound, Decision]
+
+NO_LIVE_EVENTS = NoLiveEvents()
+DEFAULT_ALERTS = AlertSettings()
 
 
 @dataclass
@@ -63,14 +77,25 @@ class IngestService:
         topics: Topics,
         settings: IngestSettings,
         *,
-        events: LiveEvents | None = None,
+        events: LiveEvents = NO_LIVE_EVENTS,
+        alerts: AlertSettings = DEFAULT_ALERTS,
+        rul_refresh_s: float = RUL_REFRESH_S,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._sessions = sessions
         self._topics = topics
         self._settings = settings
-        self._events: LiveEvents = events if events is not None else NoLiveEvents()
+        self._events = events
+        self._alerts = alerts
+        self._clock = clock
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.stats = IngestStats()
+        self.alerting = AlertEngine(alerts)
+        self.rul = RulRefresher(sessions, rul_refresh_s)
+        # No sweep before ingest has run as long as a battery may be silent: after an outage of
+        # ingest, the broker's backlog refreshes every battery's receive time first.
+        self._sweep_from = time.monotonic() + alerts.communication_after_s
+        self._next_sweep = self._sweep_from
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; the batch in hand is finished first.
@@ -80,16 +105,71 @@ class IngestService:
         GIL meanwhile), so the two overlap. A batch decoded but not stored when ``stop`` comes is
         not acknowledged, so the broker delivers it again.
         """
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode") as decoder:
-            upcoming = decoder.submit(self._next_batch)
-            while not stop.is_set():
-                decided = upcoming.result()
+        alerts = self._alerts
+        log.info(
+            "alerts: hold %g s, communication lost after %g s, baseline of %d readings; "
+            "RUL refreshed every %g s at most",
+            alerts.hold_s,
+            alerts.communication_after_s,
+            alerts.baseline_readings,
+            self.rul.refresh_s,
+        )
+        halt = threading.Event()
+        refresher = threading.Thread(target=self.rul.run, args=(halt,), name="rul-refresh")
+        refresher.start()
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode") as decoder:
                 upcoming = decoder.submit(self._next_batch)
-                if decided:
-                    self._process(decided, stop)
+                while not stop.is_set():
+                    decided = upcoming.result()
+                    upcoming = decoder.submit(self._next_batch)
+                    if decided:
+                        self._process(decided, stop)
+                    self._maybe_sweep()
+        finally:
+            halt.set()
+            refresher.join()
+
+    def process(self, messages: list[Inbound]) -> None:
+        """Decode and store ``messages`` as one batch, as ``run`` does with each it gathers."""
+        self._process(self._decode(messages), threading.Event())
+
+    def sweep(self, now: datetime | None = None) -> None:
+        """communication_lost for every known battery at ``now``, and RUL estimates waiting."""
+        self._take_rul()
+        self.alerting.begin()
+        try:
+            with self._sessions() as session, session.begin():
+                self.alerting.sweep(session, now or self._clock())
+        except BaseException:
+            self.alerting.rollback()
+            raise
+        self.alerting.commit(self._events)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._alerts.poll_interval_s
+        try:
+            self.sweep()
+        except SQLAlchemyError as exc:
+            log.warning(
+                "communication sweep failed (%s); next in %.0f s", exc, self._alerts.poll_interval_s
+            )
+
+    def _take_rul(self) -> None:
+        while True:
+            try:
+                self.alerting.offer_rul(self.rul.results.get_nowait())
+            except queue.Empty:
+                return
 
     def _next_batch(self) -> list[Decided]:
-        return [(m, decide(self._topics, m.topic, m.payload)) for m in self._gather()]
+        return self._decode(self._gather())
+
+    def _decode(self, messages: list[Inbound]) -> list[Decided]:
+        return [(m, decide(self._topics, m.topic, m.payload)) for m in messages]
 
     def _gather(self) -> list[Inbound]:
         try:
@@ -143,18 +223,34 @@ class IngestService:
         return self.stats
 
     def _commit(self, decided: list[Decided]) -> IngestStats:
-        """One transaction; the telemetry of all its messages is written in one go at the end."""
+        """One transaction; the telemetry of all its messages is written in one go, then the
+        alert engine judges the readings it stored; live events once it has committed."""
         delta = IngestStats(messages=len(decided))
         telemetry: list[TelemetryBatch] = []
-        with self._sessions() as session, session.begin():
-            for message, decision in decided:
-                if isinstance(decision, StoreTelemetry):
-                    telemetry.append(decision.batch)
-                else:
-                    self._apply(session, message, decision, delta)
-            for result in store_telemetry(session, telemetry):
-                delta.readings_inserted += result.inserted
-                delta.readings_duplicate += result.duplicates
+        new: list[Reading] = []
+        self._take_rul()
+        self.alerting.begin()
+        now = self._clock()
+        try:
+            with self._sessions() as session, session.begin():
+                for message, decision in decided:
+                    if isinstance(decision, StoreTelemetry):
+                        telemetry.append(decision.batch)
+                    else:
+                        self._apply(session, message, decision, delta)
+                results = store_telemetry(session, telemetry, now)
+                for batch, result in zip(telemetry, results, strict=True):
+                    delta.readings_inserted += result.inserted
+                    delta.readings_duplicate += result.duplicates
+                    new.extend(
+                        r for r, stored in zip(batch.readings, result.stored, strict=True) if stored
+                    )
+                self.alerting.on_readings(session, new, now)
+        except BaseException:
+            self.alerting.rollback()
+            raise
+        self.alerting.commit(self._events)
+        self.rul.note({reading.battery_id for reading in new})
         self._add(delta)
         return self.stats
 
@@ -177,9 +273,12 @@ class IngestService:
                 decision = Quarantine(f"birth: {exc}")
             else:
                 delta.births += 1
+                self.alerting.forget_models(decision.birth.site_id)
         if isinstance(decision, RecordState):
-            record_state(session, decision.state)
+            record_state(session, decision.state, self._clock())
             delta.states += 1
+            if decision.state.status is AgentStatus.OFFLINE:  # judged at once, not in a minute
+                self._next_sweep = max(self._sweep_from, time.monotonic())
             log.info("site %s is %s", decision.state.site_id, decision.state.status.value)
         elif isinstance(decision, RecordEvents):
             record_events(session, decision.events)

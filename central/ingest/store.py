@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +64,12 @@ NULL = "\\N"
 
 @dataclass(frozen=True)
 class TelemetryResult:
+    """One batch's count of readings stored and refused as duplicates; ``stored`` tells which
+    (one flag per reading of the batch, in its order)."""
+
     inserted: int
     duplicates: int
+    stored: tuple[bool, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,9 @@ def store_telemetry(
     _update_latest(session, readings, now)
     _book_sequences(session, batches, inserted, now)
     return [
-        TelemetryResult(inserted=sum(flags), duplicates=len(flags) - sum(flags))
+        TelemetryResult(
+            inserted=sum(flags), duplicates=len(flags) - sum(flags), stored=tuple(flags)
+        )
         for flags in inserted
     ]
 

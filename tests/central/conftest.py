@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from psycopg2 import sql
 from sqlalchemy.orm import Session
 
 from central import migrations
 from central.api.extensions import db
 from central.db.engine import make_engine, make_session_factory
 from tests.central.api_support import add_user, make_app
+from tests.support import pg_schema
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -24,18 +22,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'central.sqlite3'}"
         return
-    base = request.getfixturevalue("pg_database_url")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(base)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        yield f"{base}?options=-csearch_path%3D{schema}"
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    finally:
-        admin.close()
+    with pg_schema(request.getfixturevalue("pg_database_url")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from sqlalchemy import insert
 from central.api.batteries import warranty_state
 from central.api.extensions import db
 from central.db.inventory import load_fleet_locations, upsert_birth
-from central.db.models import Alert, BatteryLatest, Telemetry
+from central.db.models import Alert, BatteryAnalytics, BatteryLatest, Telemetry
+from central.rul import RulEstimate, RulStatus
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
 from common.timeutil import utc_now
@@ -279,7 +280,9 @@ def test_battery_detail(client: FlaskClient, viewer) -> None:
         "is_in_warranty",
         "string_info",
         "location_info",
+        "rul",
     }
+    assert body["rul"] is None  # no estimate stored
     age, in_warranty = warranty_state(date(2023, 1, 15), 60, utc_now().date())
     assert (body["age_days"], body["is_in_warranty"]) == (age, in_warranty)
     assert body["string_info"] == {
@@ -291,6 +294,108 @@ def test_battery_detail(client: FlaskClient, viewer) -> None:
     assert (body["status"], body["active_alerts"]) == ("warning", 2)
     response = client.get("/api/v1/batteries/BAT-NOPE", headers=viewer)
     assert_error(response, 404, "Battery BAT-NOPE not found", "RESOURCE_NOT_FOUND")
+
+
+RUL_KEYS = {
+    "status",
+    "rul_days",
+    "rul_low_days",
+    "rul_high_days",
+    "interval_pct",
+    "predicted_eol_date",
+    "soh_now_pct",
+    "fade_pct_per_year",
+    "n_points",
+    "n_days",
+    "method",
+    "computed_at",
+}
+
+
+def _analytics(battery_id: str, now: datetime, **changes: object) -> dict:
+    row = {
+        "battery_id": battery_id,
+        "resistance_baseline_ohm": 0.0045,
+        "rul_status": "fading",
+        "rul_days": 412.3456,
+        "rul_low_days": 301.04,
+        "rul_high_days": 598.96,
+        "rul_interval_pct": 80,
+        "predicted_eol_date": date(2027, 3, 1),
+        "soh_now_pct": 86.123456,
+        "fade_pct_per_year": 5.43219,
+        "rul_n_points": 129600,
+        "rul_n_days": 90,
+        "rul_method": "huber-linear",
+        "rul_computed_at": now.replace(microsecond=250000),
+        "updated_at": now,
+    }
+    return {**row, **changes}
+
+
+def test_battery_detail_shows_the_rul_estimate(app: Flask, client: FlaskClient, viewer) -> None:
+    now = datetime(2026, 1, 19, 8, 0, tzinfo=UTC)
+    b4_open = {"rul_status": "open_ended", "rul_days": None, "rul_low_days": None}
+    b4_open |= {"rul_high_days": None, "predicted_eol_date": None, "fade_pct_per_year": -0.2}
+    with app.app_context():
+        rows = [
+            _analytics(B1, now),
+            _analytics(B2, now, rul_status=None),  # a resistance baseline, no estimate yet
+            _analytics(B3, now, rul_status="end_of_life", rul_days=0.0, rul_low_days=0.0),
+            _analytics(B4, now, **b4_open),
+            _analytics(B5, now, rul_computed_at=None),  # incomplete: not shown
+        ]
+        db.session.execute(insert(BatteryAnalytics), rows)
+        db.session.commit()
+
+    def rul(battery_id: str) -> dict | None:
+        body = client.get(f"/api/v1/batteries/{battery_id}", headers=viewer).get_json()
+        return body["rul"]
+
+    expected = {
+        "status": "fading",
+        "rul_days": 412.3,
+        "rul_low_days": 301.0,
+        "rul_high_days": 599.0,
+        "interval_pct": 80,
+        "predicted_eol_date": "2027-03-01",
+        "soh_now_pct": 86.12,
+        "fade_pct_per_year": 5.432,
+        "n_points": 129600,
+        "n_days": 90,
+        "method": "huber-linear",
+        "computed_at": "2026-01-19T08:00:00.250Z",
+    }
+    assert rul(B1) == expected
+    estimate = RulEstimate(
+        status=RulStatus.FADING,
+        rul_days=412.3456,
+        rul_low_days=301.04,
+        rul_high_days=598.96,
+        interval=0.8,
+        predicted_eol_date=date(2027, 3, 1),
+        soh_now_pct=86.123456,
+        fade_pct_per_year=5.43219,
+        n_points=129600,
+        n_days=90,
+        method="huber-linear",
+        computed_at=now.replace(microsecond=250000),
+    )
+    assert set(expected) == RUL_KEYS
+    assert rul(B1) == estimate.to_json()  # the shape central.rul gives it
+    assert rul(B2) is None
+    assert rul(B3) == {**expected, "status": "end_of_life", "rul_days": 0.0, "rul_low_days": 0.0}
+    assert rul(B4) == {
+        **expected,
+        "status": "open_ended",
+        "rul_days": None,
+        "rul_low_days": None,
+        "rul_high_days": None,
+        "predicted_eol_date": None,
+        "fade_pct_per_year": -0.2,
+    }
+    assert rul(B5) is None
+    assert rul(ids.battery_id(SITE, 2, 3, 36)) is None  # no analytics row at all
 
 
 def test_warranty_runs_to_the_same_day_months_later() -> None:

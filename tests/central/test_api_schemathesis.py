@@ -3,8 +3,9 @@ logged-in admin, find no 5xx, no undocumented status and no response that breaks
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 
 import psycopg2
 import pytest
@@ -21,9 +22,10 @@ from schemathesis.checks import (
 from sqlalchemy import insert
 
 from central import migrations
+from central.api.alerts import ALERT_PARAM
 from central.api.extensions import db
 from central.db.inventory import load_fleet_locations, upsert_birth
-from central.db.models import BatteryLatest, Telemetry
+from central.db.models import Alert, BatteryAnalytics, BatteryLatest, Telemetry
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
 from common.timeutil import utc_now
@@ -59,9 +61,65 @@ def fuzzed_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str
         admin.close()
 
 
+def _alerts(battery: str, now) -> list[dict]:
+    """Active, acknowledged and resolved alerts; the first is the one the path example names."""
+    rows = []
+    for n, (alert_type, severity, acknowledged, resolved) in enumerate(
+        [
+            ("temperature_high", "warning", False, False),
+            ("soh_degraded", "critical", True, False),
+            ("voltage_high", "info", True, True),
+            ("voltage_low", "warning", False, True),
+        ]
+    ):
+        triggered = now - timedelta(hours=n + 1)
+        rows.append(
+            {
+                "id": str(uuid.uuid4()),
+                "alert_id": ALERT_PARAM["alert_id"] if n == 0 else f"ALT-{battery}-{n}",
+                "battery_id": battery,
+                "location_id": SITE,
+                "alert_type": alert_type,
+                "severity": severity,
+                "message": f"{alert_type} on {battery}",
+                "threshold_value": 45.0 if n % 2 else None,
+                "actual_value": 45.2 if n % 2 else None,
+                "triggered_at": triggered,
+                "resolved_at": now if resolved else None,
+                "is_acknowledged": acknowledged,
+                "acknowledged_at": now if acknowledged else None,
+                "acknowledged_by": "engineer1" if acknowledged else None,
+                "acknowledgment_note": "noted" if acknowledged else None,
+                "created_at": triggered,
+                "updated_at": now,
+            }
+        )
+    return rows
+
+
+def _rul(battery: str, now) -> dict:
+    return {
+        "battery_id": battery,
+        "rul_status": "fading",
+        "rul_days": 400.0,
+        "rul_low_days": 300.0,
+        "rul_high_days": None,
+        "rul_interval_pct": 80,
+        "predicted_eol_date": date(2027, 3, 1),
+        "soh_now_pct": 86.0,
+        "fade_pct_per_year": 5.0,
+        "rul_n_points": 1000,
+        "rul_n_days": 90,
+        "rul_method": "huber-linear",
+        "rul_computed_at": now,
+        "updated_at": now,
+    }
+
+
 @pytest.fixture(scope="module")
 def fuzzed_app(fuzzed_url: str) -> Iterator[Flask]:
-    """An app on a store holding the demo fleet, one site's batteries and some readings."""
+    """An app on a store holding the demo fleet, one site's batteries, some readings, alerts and
+    an RUL estimate."""
     url = fuzzed_url
     migrations.upgrade(url)
     add_user(url, "admin", "admin")
@@ -83,6 +141,8 @@ def fuzzed_app(fuzzed_url: str) -> Iterator[Flask]:
         ]
         db.session.execute(insert(Telemetry), rows)
         db.session.execute(insert(BatteryLatest), [{**rows[0], "updated_at": now}])
+        db.session.execute(insert(Alert), _alerts(battery, now))
+        db.session.execute(insert(BatteryAnalytics), [_rul(battery, now)])
         db.session.commit()
     yield app
     db.engine(app).dispose()

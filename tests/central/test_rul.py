@@ -357,3 +357,13 @@ def test_to_json_is_the_battery_detail_rul_object() -> None:
     )
     assert rul["method"] == "huber-linear-seasonal"
     assert isinstance(rul["n_points"], int) and rul["n_points"] == 8 * 365
+
+
+def test_estimate_fields_are_plain_python_numbers() -> None:
+    """JSON encoders and database drivers refuse numpy scalars."""
+    days = np.arange(120) * 86400.0
+    estimate = estimate_rul(days, 90 - 0.05 * np.arange(120))
+    assert estimate is not None
+    for value in (estimate.rul_days, estimate.rul_low_days, estimate.rul_high_days):
+        assert type(value) is float
+    assert json.loads(json.dumps(estimate.to_json()))["rul_days"] == estimate.to_json()["rul_days"]

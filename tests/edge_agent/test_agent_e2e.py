@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 
 from common.schemas import Birth, Events, State, TelemetryBatch, decode
-from simulators.twin.params import TwinParams
 from tests.edge_agent.conftest import agent_settings
 from tests.mqtt_capture import Capture
+from tests.support import READING_TOLERANCE
 
 pytestmark = pytest.mark.integration
 
@@ -22,19 +22,6 @@ SITE = "DC-CNX-01"
 DROPOUT = "BAT-DC-CNX-01-UPS-01-STR-02-005"
 GARBAGE = "BAT-DC-CNX-01-UPS-01-STR-03-007"
 SNMP_DROPOUT = "BAT-DC-CNX-01-UPS-02-STR-01-004"
-
-_NOISE = TwinParams()
-# A reading and the later snapshot are two independent noisy draws (difference σ = √2·noise): six
-# such σ plus the register's resolution keeps 216 comparisons from failing by chance (< 1e-6).
-_SIGMAS = 6 * 2**0.5
-TOLERANCE = {
-    "voltage": _SIGMAS * _NOISE.noise_voltage_v + 0.01,
-    "temperature": _SIGMAS * _NOISE.noise_temperature_c + 0.1,
-    "internal_resistance_rel": _SIGMAS * _NOISE.noise_resistance_rel + 0.01,
-    "soc_pct": 0.5,
-    "soh_pct": _SIGMAS * _NOISE.noise_soh_pct + 0.1,
-    "current": _SIGMAS * _NOISE.noise_current_a + 0.1,
-}
 
 
 def _readings(messages):
@@ -126,7 +113,7 @@ def test_mosquitto_sub_sees_what_the_twin_reads(
         if battery_id in {DROPOUT, GARBAGE, SNMP_DROPOUT}:
             continue
         k, b = _index(snapshot, battery_id)
-        t = TOLERANCE
+        t = READING_TOLERANCE
         assert reading.voltage == pytest.approx(snapshot["voltage"][k][b], abs=t["voltage"])
         expected_temperature = snapshot["temperature"][k][b]
         assert reading.temperature == pytest.approx(expected_temperature, abs=t["temperature"])
