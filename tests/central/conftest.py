@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from central import migrations
 from central.api.extensions import db
@@ -38,6 +38,16 @@ def session(migrated_url: str) -> Iterator[Session]:
     try:
         with make_session_factory(engine)() as session:
             yield session
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def sessions(migrated_url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the migrated database."""
+    engine = make_engine(migrated_url)
+    try:
+        yield make_session_factory(engine)
     finally:
         engine.dispose()
 

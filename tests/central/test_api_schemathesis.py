@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 
-import psycopg2
 import pytest
 import schemathesis
 from flask import Flask
@@ -31,6 +30,7 @@ from common.fleet import demo_fleet_path, load_fleet
 from common.timeutil import utc_now
 from tests.central.api_support import add_user, make_app
 from tests.central.fleet_support import SITE, demo_birth
+from tests.support import pg_schema
 
 CHECKS = [
     not_a_server_error,
@@ -48,17 +48,8 @@ def fuzzed_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'central.sqlite3'}"
         return
-    base = request.getfixturevalue("pg_database_url")
-    admin = psycopg2.connect(base)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute("CREATE SCHEMA fuzz")
-        yield f"{base}?options=-csearch_path%3Dfuzz"
-        with admin.cursor() as cursor:
-            cursor.execute("DROP SCHEMA fuzz CASCADE")
-    finally:
-        admin.close()
+    with pg_schema(request.getfixturevalue("pg_database_url"), "fuzz") as url:
+        yield url
 
 
 def _alerts(battery: str, now) -> list[dict]:

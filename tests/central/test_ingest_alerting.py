@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +19,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from central.alerts import AlertSettings
-from central.db.engine import make_engine, make_session_factory
 from central.db.models import Alert
 from central.ingest import alert_rows
 from central.ingest.mqtt import Inbound
@@ -162,15 +161,6 @@ def reading(n: float, battery: str = BATTERY, **values: float | None) -> Reading
 
 
 # --------------------------------------------------------------------------- tests
-
-
-@pytest.fixture
-def sessions(migrated_url: str) -> Iterator[Callable[[], Session]]:
-    engine = make_engine(migrated_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

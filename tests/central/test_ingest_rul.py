@@ -9,15 +9,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from central.db.engine import make_engine, make_session_factory
 from central.db.models import BatteryAnalytics
 from central.ingest.mqtt import Inbound
 from central.ingest.rul_refresh import RulRefresher
@@ -33,15 +30,6 @@ from tests.central.test_ingest_alerting import (
 )
 
 DAY_MINUTES = 24 * 60
-
-
-@pytest.fixture
-def sessions(migrated_url: str) -> Iterator[Callable[[], Session]]:
-    engine = make_engine(migrated_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

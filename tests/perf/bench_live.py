@@ -17,7 +17,7 @@ receives its ``telemetry_update`` looks up when it was published (same clock, sa
 
 Latency = receipt at a client (its handler runs) - the publish call to Mosquitto, over every
 delivery to every subscribed client: so it includes the broker, ingest's batching
-(``ingest.batch_max_wait_s``, default 0.1 s) and its commit, Redis, the server's fan-out and the
+(``ingest.batch_max_wait_s``, default 0.02 s) and its commit, Redis, the server's fan-out and the
 clients' own event loop. If ingest emits nothing (``--mode auto`` probes for 20 s), the bench
 falls back to emitting from this process through ``SocketIOLiveEvents`` on the queue, as ingest
 would, and says so: that measures emitter call to receipt, without broker, ingest and store.
@@ -494,7 +494,7 @@ def main() -> None:
     parser.add_argument(
         "--ingest-batch-wait",
         type=float,
-        help="ingest.batch_max_wait_s for this bench (default: ingest's own, 0.1 s)",
+        help="ingest.batch_max_wait_s for this bench (default: ingest's own, 0.02 s)",
     )
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
