@@ -31,9 +31,10 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.perf.bench_rul
 	$(BIN)/python -m tests.perf.bench_api
 	$(BIN)/python -m tests.perf.bench_live
+	$(BIN)/python -m tests.perf.bench_research
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
 
 demo: $(STAMP)
-	$(BIN)/battery-sim fleet --sites 3
+	$(BIN)/battery-fleet demo $(DEMO_ARGS)

@@ -266,6 +266,7 @@ def _ingest(settings: CentralSettings) -> None:
     from central.ingest.mqtt import MqttError
     from central.server import IngestLoop, describe, settle_garbage_collector
 
+    _require_newest_schema(settings)
     _log_to_stderr()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -8,12 +8,14 @@ PostgreSQL: ``BRM_CENTRAL_DATABASE_URL=postgresql://user@host:5432/brm``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from central.alerts import AlertSettings
 from common.fleet import demo_fleet_path
+from common.mqtt_tls import TlsSettings
 from common.settings import ProgramSettings
 from common.topics import DEFAULT_PREFIX
 
@@ -36,6 +38,12 @@ class MqttSettings(BaseModel):
     shared_group: str = Field("central", min_length=1, pattern=r"^[^/+#]+$")
     session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
     keepalive_s: int = Field(30, ge=5)
+    # "3.1.1" for brokers without MQTT v5 (the demo's embedded amqtt): no shared subscription,
+    # so one ingest worker only; the session persists through clean_session=False instead.
+    protocol: Literal["5", "3.1.1"] = "5"
+    # The agent's options (BRM_CENTRAL_MQTT__TLS__ENABLED, __CA_FILE, ...): central need not
+    # share the broker's host to keep its password off the wire.
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
 
 class IngestSettings(BaseModel):
@@ -80,6 +88,27 @@ class ApiSettings(BaseModel):
     cors_allowed_origins: list[str] = Field(default_factory=list)
     # Whether /health/ready also requires the MQTT broker (``mqtt``) to accept a connection.
     ready_checks_broker: bool = True
+    # Reverse proxies in front that set X-Forwarded-For/-Proto/-Host (nginx: 1); 0 trusts none,
+    # so that a client cannot pick the address its login allowance is counted against.
+    proxy_hops: int = Field(0, ge=0, le=5)
+
+
+class ResearchSettings(BaseModel):
+    """Research uploads (``BRM_CENTRAL_RESEARCH__MAX_UPLOAD_BYTES`` and so on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The research reference's limit: 100 MB (MiB); a larger request gets 413.
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    # Where uploads are streamed while they are parsed (deleted after); None: the system's temp.
+    upload_dir: Path | None = None
+    # A dataset's end of life: SoH below this fraction (PATCH ``eol_threshold`` changes one).
+    eol_threshold: float = Field(0.8, gt=0, lt=1)
+    # Decompressed size a file may claim (zlib streams, HDF5 datasets) before it is refused.
+    max_decompressed_bytes: int = Field(512 * 1024**2, ge=1024 * 1024)
+    # Each upload is parsed in a child process with this much address space and this long.
+    parse_memory_bytes: int = Field(2 * 1024**3, ge=256 * 1024**2)
+    parse_timeout_s: float = Field(300.0, gt=0)
 
 
 class CentralSettings(ProgramSettings):
@@ -95,3 +124,4 @@ class CentralSettings(ProgramSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    research: ResearchSettings = Field(default_factory=ResearchSettings)

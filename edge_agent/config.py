@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from common import ids
+from common.mqtt_tls import TlsSettings
 from common.settings import ProgramSettings
 from common.topics import DEFAULT_PREFIX
 
@@ -24,22 +25,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TlsSettings(_Section):
-    """Broker TLS; with no ``ca_file`` the system's trust store is used."""
-
-    enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (client certificate)")
-        return self
-
-
 class MqttSettings(_Section):
     host: str = "127.0.0.1"
     port: Port = 1883
@@ -48,6 +33,8 @@ class MqttSettings(_Section):
     client_id: str | None = None  # default: brm-agent-{agent_id}
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     topic_prefix: str = DEFAULT_PREFIX
+    # "3.1.1" for brokers without MQTT v5 (the demo's embedded amqtt).
+    protocol: Literal["5", "3.1.1"] = "5"
     tls: TlsSettings = TlsSettings()
     reconnect_min_s: Seconds = 1.0
     reconnect_max_s: Seconds = 30.0

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Callable
 from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 
-from edge_agent.config import MqttSettings, TlsSettings
+from common.mqtt_tls import TlsConfigError, TlsSettings, configure_tls
+from edge_agent.config import MqttSettings
 
 log = logging.getLogger(__name__)
 _paho_log = logging.getLogger(f"{__name__}.paho")
@@ -49,26 +49,10 @@ News = Connected | Lost | Acked
 
 
 def _configure_tls(client: mqtt.Client, tls: TlsSettings) -> None:
-    insecure = tls.insecure_skip_verify
     try:
-        client.tls_set(
-            ca_certs=None if tls.ca_file is None else str(tls.ca_file),
-            certfile=None if tls.cert_file is None else str(tls.cert_file),
-            keyfile=None if tls.key_file is None else str(tls.key_file),
-            cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED,
-        )
-        client.tls_insecure_set(insecure)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        files = ", ".join(
-            f"{name}={path}"
-            for name, path in (
-                ("ca_file", tls.ca_file),
-                ("cert_file", tls.cert_file),
-                ("key_file", tls.key_file),
-            )
-            if path is not None
-        )
-        raise PublisherError(f"mqtt.tls ({files or 'system trust store'}): {exc}") from exc
+        configure_tls(client, tls)
+    except TlsConfigError as exc:
+        raise PublisherError(str(exc)) from exc
 
 
 class MqttLink:
@@ -87,8 +71,11 @@ class MqttLink:
         tell: Callable[[MqttLink, News], None],
     ) -> None:
         self._settings = settings
+        self._v5 = settings.protocol == "5"
         self._client = client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
         client.suppress_exceptions = True  # a callback error is logged, never kills the thread
         client.enable_logger(_paho_log)
@@ -128,7 +115,10 @@ class MqttLink:
 
     def start(self) -> None:
         s = self._settings
-        self._client.connect_async(s.host, s.port, s.keepalive_s, clean_start=True)
+        if self._v5:
+            self._client.connect_async(s.host, s.port, s.keepalive_s, clean_start=True)
+        else:  # paho refuses clean_start on 3.1.1; a clean session is its default there
+            self._client.connect_async(s.host, s.port, s.keepalive_s)
         self._client.loop_start()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int | None:

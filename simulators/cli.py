@@ -16,7 +16,7 @@ from pathlib import Path
 from common import ids
 from common.fleet import Fleet, demo_fleet_path, load_fleet
 from common.settings import SettingsError, load_settings
-from common.timeutil import parse_rfc3339
+from common.timeutil import parse_rfc3339, to_rfc3339
 from simulators.runner import RunOptions, SitePlan, serve_sites
 from simulators.settings import SimulatorSettings
 from simulators.snmp_agent import SnmpCredentials
@@ -146,7 +146,15 @@ def _add_fault_commands(commands: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="fault parameter, e.g. delta_c=20, duration_s=600, delay_s=3, mode=exception",
+        help="fault parameter, e.g. delta_c=20, duration_s=600, delay_s=3, mode=exception, "
+        "delta_v_per_cell=0.15, soh_drop_pct=10, factor=3",
+    )
+    inject.add_argument(
+        "--since",
+        type=_instant,
+        metavar="RFC3339",
+        help="simulated time the fault began, if before now: its history becomes the twin's "
+        "past, e.g. accelerated_ageing for the last year",
     )
     listing = actions.add_parser("list", help="list a site's faults")
     listing.add_argument("--site", required=True)
@@ -242,11 +250,13 @@ def _fault(args: argparse.Namespace) -> int:
             params = dict(p.split("=", 1) for p in args.param)
         except (ids.InvalidIdError, ValueError) as exc:
             raise SystemExit(f"invalid fault: {exc}") from exc
-        body = {
+        body: dict[str, object] = {
             "kind": args.kind,
             "target": args.target,
             "params": {k: _param_value(v) for k, v in params.items()},
         }
+        if args.since is not None:
+            body["start"] = to_rfc3339(args.since)
         result = _request(f"{base}/sites/{site}/faults", "POST", body)
     elif args.action == "list":
         result = _request(f"{base}/sites/{args.site}/faults")

@@ -7,6 +7,8 @@ says right now (the value every served register and OID must agree with).
     GET    /sites/{site}/snapshot        the twin's readings now (null = sensor unavailable)
     GET    /sites/{site}/faults          faults, active and cleared
     POST   /sites/{site}/faults          {"kind": ..., "target": ..., "params": {...}} -> 201
+                                         optional "start": a simulated time in the past (Unix
+                                         seconds or RFC 3339) since when the fault has been there
     DELETE /sites/{site}/faults/{id}     clear one fault
     DELETE /sites/{site}/faults          clear every active fault
 """
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler
 import numpy as np
 
 from common.localhttp import LocalHttpServer
+from common.timeutil import parse_rfc3339, to_unix
 from simulators.live import LiveSite
 
 log = logging.getLogger(__name__)
@@ -120,6 +123,12 @@ class ControlApi:
                 'body must be {"kind": ..., "target": ..., "params": {...}}',
             )
         params = body.get("params") or {}
+        if isinstance(params, dict) and "start" in params:
+            raise ControlError(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                "VALIDATION_ERROR",
+                'start goes beside params: {"kind": ..., "target": ..., "start": ...}',
+            )
         if not isinstance(params, dict) or not all(
             isinstance(v, int | float | str) and not isinstance(v, bool) for v in params.values()
         ):
@@ -129,7 +138,9 @@ class ControlApi:
                 "params must map names to numbers or strings",
             )
         try:
-            return live.inject(str(body["kind"]), str(body["target"]), **params).to_dict()
+            start = _start(body.get("start"))
+            fault = live.inject(str(body["kind"]), str(body["target"]), start=start, **params)
+            return fault.to_dict()
         except (KeyError, ValueError, TypeError) as exc:
             raise ControlError(
                 HTTPStatus.UNPROCESSABLE_ENTITY, "VALIDATION_ERROR", str(exc).strip("'\"")
@@ -149,6 +160,17 @@ class ControlApi:
             raise ControlError(
                 HTTPStatus.METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", f"{method} not allowed here"
             )
+
+
+def _start(value: object) -> float | None:
+    """A fault's start as Unix seconds, from the seconds ``to_dict`` gives or RFC 3339."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return to_unix(parse_rfc3339(value))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"start must be Unix seconds or an RFC 3339 time, got {value!r}")
+    return float(value)
 
 
 def _handler_for(api: ControlApi) -> type[BaseHTTPRequestHandler]:

@@ -45,8 +45,20 @@ class LiveSite:
         """Faults active now."""
         return self.twin.faults(self.clock.now())
 
-    def inject(self, kind: FaultKind | str, target: str, **params: float | str) -> Fault:
-        fault = self.twin.inject(kind, target, self.clock.now(), **params)
+    def inject(
+        self,
+        kind: FaultKind | str,
+        target: str,
+        *,
+        start: float | None = None,
+        **params: float | str,
+    ) -> Fault:
+        """Start a fault now, or at ``start`` in the past: a fault already present for a while
+        (a block that has run hot for a year) puts its history into the twin's past as well."""
+        now = self.clock.now()
+        if start is not None and not start <= now:
+            raise ValueError(f"fault start {start!r} is not a time before now ({now:.0f})")
+        fault = self.twin.inject(kind, target, now if start is None else start, **params)
         self._invalidate()
         return fault
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -14,6 +15,23 @@ import psycopg2
 from psycopg2 import sql
 
 from simulators.twin.params import TwinParams
+
+
+def _shared_data() -> Path:
+    """The real cycling files: ``BRM_SHARED_DATA``, else ``../shared/data`` beside the checkout,
+    else where this workplace keeps them (a clone elsewhere still finds them)."""
+    named = os.environ.get("BRM_SHARED_DATA")
+    candidates = [Path(named)] if named else []
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    candidates += [beside, Path("/work/shared/data")]
+    for candidate in candidates:
+        if (candidate / "README.md").is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise RuntimeError(f"the shared cycling data is not at {tried}; set BRM_SHARED_DATA")
+
+
+SHARED_DATA = _shared_data()
 
 
 def free_tcp_port() -> int:

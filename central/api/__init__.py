@@ -6,13 +6,15 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from central.api import alerts, auth, batteries, health, locations, openapi, users
+from central.api import alerts, auth, batteries, health, locations, openapi, research, users
 from central.api.errors import init_errors
 from central.api.extensions import db, jwt, limiter
 from central.api.formats import OrjsonProvider
 from central.api.live import init_socketio
 from central.api.schemas import check_path
+from central.api.uploads import UPLOAD_DIR_KEY, DiskUploadRequest
 from central.settings import CentralSettings
 from common.settings import load_settings
 
@@ -40,6 +42,8 @@ def _config(settings: CentralSettings) -> dict[str, Any]:
         "BRM_SOCKETIO_CHANNEL": api.socketio_channel,
         "BRM_CORS_ALLOWED_ORIGINS": api.cors_allowed_origins,
         "BRM_READY_BROKER": settings.mqtt if api.ready_checks_broker else None,
+        "BRM_RESEARCH": settings.research,
+        UPLOAD_DIR_KEY: settings.research.upload_dir,
     }
 
 
@@ -48,8 +52,10 @@ def create_app(
 ) -> Flask:
     """The API app; ``settings`` default to the environment's, ``test_config`` overrides last."""
     app = Flask(__name__)
+    app.request_class = DiskUploadRequest
     app.json = OrjsonProvider(app)
-    app.config.from_mapping(_config(settings or load_settings(CentralSettings)))
+    settings = settings or load_settings(CentralSettings)
+    app.config.from_mapping(_config(settings))
     if test_config is not None:
         app.config.from_mapping(test_config)
     if not app.config["JWT_SECRET_KEY"]:
@@ -61,6 +67,9 @@ def create_app(
     init_errors(app)
     app.before_request(check_path)
     init_socketio(app)
+    hops = settings.api.proxy_hops
+    if hops:  # outside Socket.IO's middleware, so that its requests get the client's address too
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     limiter.exempt(health.bp)
     limiter.exempt(openapi.bp)
     for blueprint in (
@@ -70,6 +79,7 @@ def create_app(
         locations.bp,
         batteries.bp,
         alerts.bp,
+        research.bp,
         openapi.bp,
     ):
         app.register_blueprint(blueprint)

@@ -14,7 +14,7 @@ from flask_jwt_extended import jwt_required
 
 from central.api import responses
 from central.api.alert_json import alert_json
-from central.api.auth import current_active_user
+from central.api.auth import current_active_user, require_engineer
 from central.api.errors import ApiError
 from central.api.extensions import db
 from central.api.live import SocketIOLiveEvents, socketio
@@ -27,7 +27,7 @@ from central.api.schemas import (
     parse_query,
 )
 from central.db import queries
-from central.db.models import Alert, Role, User
+from central.db.models import Alert
 from central.db.queries import AlertFilters
 from common.timeutil import utc_now
 
@@ -35,15 +35,7 @@ bp = Blueprint("alerts", __name__, url_prefix="/api/v1/alerts")
 
 # The path's example names an alert by its ``alert_id``; its ``id`` (uuid) is accepted as well.
 ALERT_PARAM = {"alert_id": "ALT-BAT-DC-CNX-01-UPS-01-STR-01-001-2025-11-30-temperature_high-a1b2"}
-_ENGINEERS = frozenset({Role.ENGINEER.value, Role.ADMIN.value})
 _ALERT_ID_NOTE = "`{alert_id}` is the alert's `alert_id` or its `id` (uuid)."
-
-
-def _require_engineer() -> User:
-    user = current_active_user()
-    if user.role not in _ENGINEERS:
-        raise ApiError(403, "Engineer access required")
-    return user
 
 
 def _get_alert(alert_id: str) -> Alert:
@@ -171,7 +163,7 @@ def get_alert(alert_id: str) -> ResponseReturnValue:
     ),
 )
 def acknowledge(alert_id: str) -> ResponseReturnValue:
-    user = _require_engineer()
+    user = require_engineer()
     body = parse_body(AcknowledgeBody)
     alert = _get_alert(alert_id)
     if not queries.acknowledge_alert(db.session, alert, user.user_id, body.note, utc_now()):
@@ -196,7 +188,7 @@ def acknowledge(alert_id: str) -> ResponseReturnValue:
     ),
 )
 def resolve(alert_id: str) -> ResponseReturnValue:
-    _require_engineer()
+    require_engineer()
     alert = _get_alert(alert_id)
     if not queries.resolve_alert(db.session, alert, utc_now()):
         db.session.rollback()

@@ -27,9 +27,10 @@ from central.api.errors import ApiError
 from central.api.extensions import db, jwt, limiter
 from central.api.openapi import operation
 from central.api.schemas import ChangePasswordBody, LoginBody, RefreshBody, parse_body
-from central.db.models import User
+from central.db.models import Role, User
 
 bp = Blueprint("auth", __name__, url_prefix="/api/v1/auth")
+ENGINEERS = frozenset({Role.ENGINEER.value, Role.ADMIN.value})
 
 
 @jwt.user_lookup_loader
@@ -47,6 +48,14 @@ def current_active_user() -> User:
     user: User = get_current_user()
     if not user.is_active:
         raise ApiError(401, "User account is inactive")
+    return user
+
+
+def require_engineer() -> User:
+    """The request's user if an engineer or an admin; 403 for a viewer."""
+    user = current_active_user()
+    if user.role not in ENGINEERS:
+        raise ApiError(403, "Engineer access required")
     return user
 
 

@@ -37,11 +37,19 @@ CODES = {
 class ApiError(Exception):
     """A failure the API reports to the client as it is: status, message, optional details."""
 
-    def __init__(self, status: int, message: str, details: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[Any] | None = None,
+        *,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = details or []
+        self.code = code
 
 
 def request_id() -> str:
@@ -50,12 +58,15 @@ def request_id() -> str:
     return g.request_id
 
 
-def error_response(status: int, message: str, details: list[Any] | None = None) -> Response:
-    """The envelope for ``status``; the only place an error body is built."""
+def error_response(
+    status: int, message: str, details: list[Any] | None = None, code: str | None = None
+) -> Response:
+    """The envelope for ``status``; the only place an error body is built. ``code`` overrides
+    the status's usual code (the research reference's ``INVALID_FILE_FORMAT`` is a 400)."""
     body = {
         "detail": message,
         "error": {
-            "code": CODES.get(status, "ERROR"),
+            "code": code or CODES.get(status, "ERROR"),
             "message": message,
             "details": details or [],
             "trace_id": request_id(),
@@ -96,7 +107,9 @@ def init_errors(app: Flask) -> None:
     """Route every failure, including flask-jwt-extended's, through ``error_response``."""
     app.before_request(_assign_request_id)
     app.after_request(_set_request_id_header)
-    app.register_error_handler(ApiError, lambda e: error_response(e.status, e.message, e.details))
+    app.register_error_handler(
+        ApiError, lambda e: error_response(e.status, e.message, e.details, e.code)
+    )
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     for loader in (

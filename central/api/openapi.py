@@ -46,10 +46,13 @@ class Operation:
 
     summary: str
     tag: str
-    response: type[BaseModel]
+    response: type[BaseModel] | None  # None: no body (204)
     status: int = 200
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
+    # A multipart/form-data body: these text fields plus one binary part per name in ``files``.
+    form: type[BaseModel] | None = None
+    files: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
     public: bool = False
     rate_limited: bool = True
@@ -78,7 +81,8 @@ def _schemas(app: Flask) -> tuple[dict[str, Any], dict[str, Any]]:
         spec: Operation | None = getattr(view, "__openapi__", None)
         if spec is None:
             continue
-        models.add((spec.response, "serialization"))
+        if spec.response is not None:
+            models.add((spec.response, "serialization"))
         models.update((model, "serialization") for model in spec.other_responses.values())
         if spec.body is not None:
             models.add((spec.body, "validation"))
@@ -113,6 +117,37 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
+def _success(model: type[BaseModel] | None, refs: dict[Any, Any]) -> dict[str, Any]:
+    if model is None:
+        return {"description": "No content"}
+    doc = model.__doc__
+    return {
+        "description": doc.strip().splitlines()[0]
+        if doc and doc != BaseModel.__doc__
+        else "Success",
+        "content": {"application/json": {"schema": refs[model]}},
+    }
+
+
+def _multipart(form: type[BaseModel], files: tuple[str, ...]) -> dict[str, Any]:
+    """The form's fields inline (a multipart schema cannot be a reference in every tool)."""
+    schema = form.model_json_schema(ref_template=_REF)
+    properties = {name: {"type": "string", "format": "binary"} for name in files}
+    properties.update(schema.get("properties", {}))
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": properties,
+                    "required": [*files, *schema.get("required", [])],
+                }
+            }
+        },
+    }
+
+
 def _error(status: int) -> dict[str, Any]:
     return {
         "description": _ERROR_TEXT.get(status, "Error"),
@@ -121,18 +156,11 @@ def _error(status: int) -> dict[str, Any]:
 
 
 def _operation(spec: Operation, path_params: list[str], refs: dict[Any, Any]) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        str(spec.status): {
-            "description": spec.response.__doc__.strip().splitlines()[0]
-            if spec.response.__doc__ and spec.response.__doc__ != BaseModel.__doc__
-            else "Success",
-            "content": {"application/json": {"schema": refs[spec.response]}},
-        }
-    }
+    responses: dict[str, Any] = {str(spec.status): _success(spec.response, refs)}
     errors = set(spec.errors) | ({429} if spec.rate_limited else set())
     if not spec.public:
         errors.add(401)
-    if spec.query is not None or spec.body is not None or path_params:
+    if spec.query or spec.body or spec.form or path_params:
         errors.add(422)
     if path_params:
         errors.add(404)
@@ -173,6 +201,8 @@ def _operation(spec: Operation, path_params: list[str], refs: dict[Any, Any]) ->
             "required": True,
             "content": {"application/json": {"schema": refs[spec.body]}},
         }
+    if spec.form is not None:
+        document["requestBody"] = _multipart(spec.form, spec.files)
     document["security"] = [] if spec.public else [{"bearerAuth": []}]
     return document
 

@@ -251,3 +251,84 @@ class AlertStats(_Response):
     alerts_by_location: dict[str, int] = Field(
         description="triggered within the window, per location_id"
     )
+
+
+class ResearchBattery(_Response):
+    """One cell of an uploaded research file."""
+
+    id: int
+    filename: str = Field(description="the uploaded file's name")
+    total_cycles: int
+    nominal_capacity: float = Field(description="Ah")
+    manufacturer: str | None
+    chemistry: str | None
+    created_at: Timestamp = _timestamp("UTC")
+    updated_at: Timestamp = _timestamp("UTC")
+    cell_label: str = Field(description="the cell's name in its file (beyond the reference)")
+    cell_index: int = Field(description="1-based position of the cell in its file")
+    layout: str = Field(description="nasa_pcoe, severson_batch or generic")
+    eol_threshold: float = Field(description="end of life: SoH below this fraction (0-1)")
+    stated_cycle_life: int | None = Field(description="the cycle life the file itself states")
+    upload_id: str = Field(description="shared by every cell of one uploaded file")
+
+
+class ResearchUpload(ResearchBattery):
+    """The first cell created, with every cell of the file in ``cells``."""
+
+    cells: list[ResearchBattery]
+
+
+class PageMeta(_Response):
+    page: int
+    page_size: int
+    total: int
+    total_pages: int
+
+
+class ResearchBatteryList(_Response):
+    items: list[ResearchBattery]
+    meta: PageMeta
+
+
+class ResearchCycle(_Response):
+    id: int
+    battery_id: int
+    cycle_index: int
+    voltage: list[float | None] = Field(description="V")
+    current: list[float | None] = Field(description="A")
+    temperature: list[float | None] = Field(description="°C")
+    soh: float | None = Field(description="discharge capacity / nominal capacity (0-1)")
+    rul: float | None = Field(description="cycles left until SoH first falls below eol_threshold")
+    capacity_ah: float | None = Field(description="the cycle's discharge capacity")
+    time: list[float | None] = Field(description="s, one per voltage sample where the file has it")
+    discharge_capacity: list[float | None] = Field(
+        description="Ah at each voltage point, where the file gives capacity on a voltage grid"
+    )
+    ambient_temperature: float | None = Field(description="°C, where the file states it")
+
+
+class ResearchCycleList(_Response):
+    items: list[ResearchCycle]
+    meta: PageMeta
+
+
+class PredictionInterval(_Response):
+    low: float = Field(description="cycles")
+    high: float = Field(description="cycles")
+    level: float = Field(description="coverage the interval was fitted for (0-1)")
+
+
+class EarlyLifePrediction(_Response):
+    """Cycle life predicted from the first 100 cycles (Severson et al. 2019 features)."""
+
+    battery_id: int
+    model: str
+    as_of_cycle: int = Field(description="the prediction uses cycles up to this one")
+    predicted_cycle_life: float = Field(description="cycles until SoH falls below 80 %")
+    predicted_rul: float = Field(description="predicted_cycle_life - as_of_cycle, at least 0")
+    interval: PredictionInterval
+    features: dict[str, float]
+    actual_cycle_life: int | None = Field(
+        description="the cell's real cycle life where known (stated by the file, or observed)"
+    )
+    error_cycles: float | None = Field(description="predicted - actual, where actual is known")

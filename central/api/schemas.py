@@ -179,11 +179,42 @@ def parse_body(model: type[M]) -> M:
         raise _validation_error(exc, "body") from exc
 
 
+def _validated(model: type[M], fields: dict[str, str], where: str) -> M:
+    check_text(fields, where)
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise _validation_error(exc, where) from exc
+
+
 def parse_query(model: type[M]) -> M:
     """The query string as ``model``; raise a 422 ``ApiError`` otherwise."""
-    args = request.args.to_dict()
-    check_text(args, "query")
-    try:
-        return model.model_validate(args)
-    except ValidationError as exc:
-        raise _validation_error(exc, "query") from exc
+    return _validated(model, request.args.to_dict(), "query")
+
+
+class ResearchListQuery(_Body):
+    page: int = Field(1, ge=1, le=2**31 - 1, description="page number, from 1")
+    page_size: int = Field(20, ge=1, le=100, description="items per page")
+    manufacturer: str | None = Field(None, max_length=200, description="only this manufacturer")
+
+
+class CyclesQuery(_Body):
+    page: int = Field(1, ge=1, le=2**31 - 1, description="page number, from 1")
+    page_size: int = Field(20, ge=1, le=100, description="cycles per page")
+    cycle_index: int | None = Field(None, ge=0, le=2**31 - 1, description="only this cycle")
+
+
+class ResearchMetadata(_Body):
+    """What an upload or a PATCH may say of a dataset (each optional)."""
+
+    manufacturer: str | None = Field(None, min_length=1, max_length=200)
+    chemistry: str | None = Field(None, min_length=1, max_length=100)
+    nominal_capacity: float | None = Field(None, gt=0, le=100_000, description="Ah")
+    eol_threshold: float | None = Field(
+        None, gt=0, lt=1, description="end of life: SoH below this fraction (default 0.8)"
+    )
+
+
+def parse_form(model: type[M]) -> M:
+    """The request's form fields as ``model``; raise a 422 ``ApiError`` otherwise."""
+    return _validated(model, request.form.to_dict(), "form")

@@ -345,3 +345,57 @@ class BatteryAnalytics(Base):
     rul_method: Mapped[str | None] = mapped_column(String(64))
     rul_computed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = _updated()
+
+
+class ResearchBattery(Base):
+    """One cell of an uploaded ``.mat`` file (the research reference's battery object); a file
+    holding several cells gives several rows sharing ``upload_id``."""
+
+    __tablename__ = "research_batteries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    upload_id: Mapped[str] = mapped_column(String(36), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    cell_label: Mapped[str] = mapped_column(String(200))
+    cell_index: Mapped[int]  # 1-based position of the cell in its file
+    layout: Mapped[str] = mapped_column(String(32))
+    total_cycles: Mapped[int]
+    nominal_capacity: Mapped[float]
+    manufacturer: Mapped[str | None] = mapped_column(String(200), index=True)
+    chemistry: Mapped[str | None] = mapped_column(String(100))
+    eol_threshold: Mapped[float]
+    # The cycle life the file states (Severson's cycle_life) and its own end-of-life threshold.
+    stated_cycle_life: Mapped[int | None]
+    stated_life_threshold: Mapped[float | None]
+    # float64 little-endian: the voltage grid every cycle's discharge_capacity curve is on.
+    voltage_grid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    uploaded_by: Mapped[str | None] = mapped_column(String(ID))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class ResearchCycle(Base):
+    """One cycle of a research battery; arrays stored as float64 little-endian bytes, not one
+    row per sample. ``voltage`` null means the battery's voltage grid."""
+
+    __tablename__ = "research_cycles"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    battery_id: Mapped[int] = mapped_column(ForeignKey("research_batteries.id", ondelete="CASCADE"))
+    cycle_index: Mapped[int]
+    capacity_ah: Mapped[float | None]
+    soh: Mapped[float | None]
+    rul: Mapped[int | None]
+    ambient_temperature: Mapped[float | None]
+    voltage: Mapped[bytes | None] = mapped_column(LargeBinary)
+    current: Mapped[bytes] = mapped_column(LargeBinary)
+    temperature: Mapped[bytes] = mapped_column(LargeBinary)
+    time_s: Mapped[bytes] = mapped_column(LargeBinary)
+    discharge_capacity: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index(
+            "uq_research_cycles_battery_id_cycle_index", "battery_id", "cycle_index", unique=True
+        ),
+    )

@@ -15,6 +15,8 @@ the broker redelivers such a message on the new connection, and ingest stores it
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.settings import MqttSettings
+from common.mqtt_tls import TlsConfigError, configure_tls
 from common.topics import TopicKind, Topics
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,25 @@ class MqttError(Exception):
     """The broker connection could not be set up."""
 
 
+def _new_client(settings: MqttSettings, **options: object) -> mqtt.Client:
+    """A paho client of the settings' protocol (MQTT v5 unless "3.1.1"), credentials and TLS."""
+    if settings.protocol == "3.1.1":
+        # A persistent session needs a client id; the readiness probe's stays throwaway.
+        persistent = bool(options.get("client_id"))
+        options = {"protocol": mqtt.MQTTv311, "clean_session": not persistent, **options}
+    else:
+        options = {"protocol": mqtt.MQTTv5, **options}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **options)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls.enabled:
+        try:
+            configure_tls(client, settings.tls)
+        except TlsConfigError as exc:
+            raise MqttError(str(exc)) from exc
+    return client
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One received message; call ``ack`` once it is safely stored (or quarantined)."""
@@ -45,7 +67,10 @@ class Inbound:
     ack: Callable[[], None] = field(repr=False, compare=False)
 
 
-def subscriptions(topics: Topics, group: str) -> list[str]:
+def subscriptions(topics: Topics, group: str | None) -> list[str]:
+    """Shared telemetry and events for a ``group`` of workers; plain ones without (MQTT 3.1.1)."""
+    if group is None:
+        return [topics.all_sites(kind) for kind in TopicKind]
     return [
         topics.shared(group, TopicKind.TELEMETRY),
         topics.shared(group, TopicKind.EVENTS),
@@ -60,35 +85,40 @@ class IngestConnection:
     def __init__(self, settings: MqttSettings, deliver: Callable[[Inbound], None]) -> None:
         self._settings = settings
         self._deliver = deliver
-        self._filters = subscriptions(Topics(settings.topic_prefix), settings.shared_group)
+        self._v5 = settings.protocol == "5"
+        group = settings.shared_group if self._v5 else None
+        self._filters = subscriptions(Topics(settings.topic_prefix), group)
         self._generation = 0
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
+        self._failure: str | None = None
+        self._client: mqtt.Client | None = None
+
+    def start(self) -> None:
+        """Connect in the background (retrying until the broker answers).
+
+        The client is built here, not in ``__init__``, so that unusable TLS files surface as
+        ``MqttError`` where the callers already handle a failed start."""
+        self._client = _new_client(
+            self._settings, client_id=self._settings.client_id, manual_ack=True
         )
-        if settings.username is not None:
-            self._client.username_pw_set(settings.username, settings.password)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-
-    def start(self) -> None:
-        """Connect in the background (retrying until the broker answers)."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self._settings.session_expiry_s
+        session: dict[str, object] = {}
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._settings.session_expiry_s
+            session = {"clean_start": False, "properties": props}
         try:
             self._client.connect_async(
                 self._settings.host,
                 self._settings.port,
                 keepalive=self._settings.keepalive_s,
-                clean_start=False,
-                properties=props,
+                **session,
             )
         except (OSError, ValueError) as exc:
             raise MqttError(f"cannot connect to {self._settings.host}: {exc}") from exc
@@ -96,8 +126,9 @@ class IngestConnection:
 
     def stop(self) -> None:
         """Disconnect; unacknowledged messages stay queued at the broker for the next start."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
 
     def _on_connect(self, client, _userdata, _flags, reason, _props) -> None:  # noqa: ANN001
         if reason.is_failure:
@@ -105,8 +136,26 @@ class IngestConnection:
             return
         with self._lock:
             self._generation += 1
+        self._failure = None
         log.info("connected to %s:%s", self._settings.host, self._settings.port)
         client.subscribe([(f, 1) for f in self._filters])
+
+    def _on_connect_fail(self, _client, _userdata) -> None:  # noqa: ANN001
+        # Paho calls this while handling the connect's OSError and passes no reason: take it
+        # from there. Logged once per distinct reason; paho retries with backoff.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):
+            failure = f"TLS handshake failed ({exc}); check mqtt.tls"
+        else:
+            failure = f"unreachable ({exc})"
+        if failure != self._failure:
+            self._failure = failure
+            log.error(
+                "cannot connect to the broker %s:%s: %s",
+                self._settings.host,
+                self._settings.port,
+                failure,
+            )
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props) -> None:  # noqa: ANN001
         self.subscribed.clear()
@@ -135,13 +184,14 @@ class IngestConnection:
 
 
 def probe_broker(settings: MqttSettings, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """None if the broker accepts an MQTT v5 connection within ``timeout_s``, else the reason.
+    """None if the broker accepts a connection within ``timeout_s``, else the reason.
 
     A clean, throwaway session (broker-assigned client id): it must not take over ingest's.
     """
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
+    try:
+        client = _new_client(settings)
+    except MqttError as exc:
+        return str(exc)
     client.connect_timeout = timeout_s
     answers: list[str | None] = []
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(

@@ -6,6 +6,8 @@ them on the connection that these functions open.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +19,8 @@ from sqlalchemy import Engine
 from central.db.engine import make_engine
 
 SCRIPT_LOCATION = Path(__file__).parent
+# pg_advisory_lock's key for "a migration is running" (any fixed bigint; ASCII "brm_migr").
+UPGRADE_LOCK_KEY = 0x62726D5F6D696772
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -37,11 +41,28 @@ def head_revision() -> str:
     return head
 
 
+@contextmanager
+def _upgrade_lock(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, one upgrade at a time per database: servers started together each run
+    ``db upgrade`` first, and the second must find head, not race the first's DDL. SQLite's
+    writers already queue on the file's lock."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({UPGRADE_LOCK_KEY})")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({UPGRADE_LOCK_KEY})")
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` up to ``revision``; already there is a no-op."""
     engine = make_engine(url)
     try:
-        command.upgrade(alembic_config(engine), revision)
+        with _upgrade_lock(engine):
+            command.upgrade(alembic_config(engine), revision)
     finally:
         engine.dispose()
 

@@ -27,6 +27,17 @@ class FaultKind(StrEnum):
     SLOW_RESPONSE = "slow_response"
     NO_RESPONSE = "no_response"
     MAINS_OUTAGE = "mains_outage"
+    # Float voltage too high: a block floating high in its string (imbalance), or a charger set
+    # too high, stuck at boost/equalise, or whose temperature compensation failed in a hot room.
+    # Voltages only: the extra float current, heat and water loss are not modelled.
+    OVERCHARGE = "overcharge"
+    # Capacity lost reversibly: soft sulfation from chronic undercharge, which an equalising
+    # charge breaks down again, or a monitor's wrong capacity estimate; SoH reads lower and
+    # resistance higher while it lasts, and both come back when it is cleared.
+    CAPACITY_LOSS = "capacity_loss"
+    # Ageing ``factor`` times as fast (dry-out, a leaking valve, a bad batch): the capacity it
+    # costs stays after it is cleared. Injected with a past start, it shapes the twin's history.
+    ACCELERATED_AGEING = "accelerated_ageing"
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,10 @@ ALLOWED_TARGETS: dict[FaultKind, frozenset[str]] = {
     FaultKind.SLOW_RESPONSE: frozenset({"string", "ups", "site"}),
     FaultKind.NO_RESPONSE: frozenset({"string", "ups", "site"}),
     FaultKind.MAINS_OUTAGE: frozenset({"ups", "site"}),
+    # A block floating high (imbalance), or a string's or UPS's charger set too high.
+    FaultKind.OVERCHARGE: frozenset({"battery", "string", "ups"}),
+    FaultKind.CAPACITY_LOSS: frozenset({"battery"}),
+    FaultKind.ACCELERATED_AGEING: frozenset({"battery", "string"}),
 }
 
 # How a monitor presents a dropped-out sensor: "not available" (nan), a Modbus exception 04
@@ -90,6 +105,8 @@ class _ParamSpec:
     positive: bool = False  # > 0 rather than >= 0
     integer_range: tuple[int, int] | None = None
     choices: tuple[str, ...] | None = None
+    minimum: float = 0.0
+    maximum: float = math.inf
 
 
 def param_specs(kind: FaultKind, params: TwinParams, cells: int) -> dict[str, _ParamSpec]:
@@ -107,6 +124,11 @@ def param_specs(kind: FaultKind, params: TwinParams, cells: int) -> dict[str, _P
             "duration_s": _ParamSpec(600.0, positive=True),
             "load_a": _ParamSpec(params.load_current_a, positive=True),
         },
+        # 0.15 V/cell: a float charger left at the boost/equalise level (2.40 V/cell at 25 °C).
+        FaultKind.OVERCHARGE: {"delta_v_per_cell": _ParamSpec(0.15, positive=True)},
+        # At most half of the rated capacity per fault: the twin's capacity must stay above 0.
+        FaultKind.CAPACITY_LOSS: {"soh_drop_pct": _ParamSpec(10.0, positive=True, maximum=50.0)},
+        FaultKind.ACCELERATED_AGEING: {"factor": _ParamSpec(3.0, minimum=1.0)},
     }
     return specs[kind]
 
@@ -122,9 +144,11 @@ def _check_value(kind: FaultKind, name: str, value: object, spec: _ParamSpec) ->
         number = float(value)  # numeric strings arrive from the control API's query forms
     except (TypeError, ValueError):
         raise ValueError(f"{kind} {name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0 or (spec.positive and number == 0):
-        bound = "> 0" if spec.positive else ">= 0"
+    if not math.isfinite(number) or number < spec.minimum or (spec.positive and number == 0):
+        bound = "> 0" if spec.positive else f">= {spec.minimum:g}"
         raise ValueError(f"{kind} {name} must be finite and {bound}, got {value!r}")
+    if number > spec.maximum:
+        raise ValueError(f"{kind} {name} must be at most {spec.maximum:g}, got {value!r}")
     if spec.integer_range is not None:
         low, high = spec.integer_range
         if number != int(number) or not low <= number <= high:
@@ -277,33 +301,81 @@ def dropout_modes(layout: SiteLayout, faults: Iterable[Fault]) -> dict[tuple[int
     }
 
 
-def overheating_loss(
+# Faults whose extra ageing lasts: the capacity they cost is not given back when they clear.
+LASTING_AGEING = (FaultKind.OVERHEATING, FaultKind.ACCELERATED_AGEING)
+
+
+def lasting_ageing_loss(
     located: Iterable[Located],
     times: np.ndarray,
     lookup: Callable[[np.ndarray], np.ndarray],
-    extra_rate: Callable[[float], np.ndarray],
+    extra_rate: Callable[[Fault], np.ndarray],
     shape: tuple[int, int],
 ) -> np.ndarray | None:
-    """Extra calendar loss (n, strings, blocks) from time spent hot, or None if never overheated.
+    """Extra calendar loss (n, strings, blocks) from time spent hot or ageing fast, or None.
 
-    ``lookup(t)`` is the site's seasonal ageing integral; ``extra_rate(delta)`` gives each block's
-    additional loss per unit of it at +delta °C. The integral is clipped to the fault's interval,
-    so the loss only grows with time and stays after the fault is cleared.
+    ``lookup(t)`` is the site's seasonal ageing integral; ``extra_rate(fault)`` gives each block's
+    additional loss per unit of it while the fault is active. The integral is clipped to the
+    fault's interval, so the loss only grows with time and stays after the fault is cleared.
     """
     loss: np.ndarray | None = None
-    for item in of_kind(located, FaultKind.OVERHEATING):
+    for item in located:
         fault = item.fault
+        if fault.kind not in LASTING_AGEING:
+            continue
         if times.size == 0 or fault.start >= float(np.max(times)):
             continue
         end = math.inf if fault.end is None else fault.end
         span = lookup(np.clip(times, fault.start, end)) - lookup(np.array([fault.start]))
         if loss is None:
             loss = np.zeros((len(times), *shape))
-        rate = extra_rate(float(fault.params["delta_c"]))[item.k, item.b]
+        rate = extra_rate(fault)[item.k, item.b]
         loss[:, item.k, item.b] += (
             span[:, None] * rate if isinstance(item.b, slice) else span * rate
         )
     return loss
+
+
+def capacity_loss(
+    located: Iterable[Located], times: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray | None:
+    """(n, strings, blocks) SoH fraction missing while a capacity-loss fault is active, or None:
+    unlike ageing, it comes back when the fault is cleared."""
+    loss: np.ndarray | None = None
+    for item in of_kind(located, FaultKind.CAPACITY_LOSS):
+        mask = _active(item, times)
+        if mask is not None:
+            if loss is None:
+                loss = np.zeros((len(times), *shape))
+            loss[mask, item.k, item.b] += float(item.fault.params["soh_drop_pct"]) / 100.0
+    return loss
+
+
+def overcharge(
+    located: Iterable[Located], times: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Extra float volts per cell while overcharged: (n, strings, blocks) of single blocks and
+    (n, strings) of whole strings' charger setpoints; each None where there is none.
+
+    A single block floating high takes its excess from the rest of its string, because the
+    charger holds the string total; a string's or UPS's charger set too high lifts every block.
+    """
+    blocks: np.ndarray | None = None
+    strings: np.ndarray | None = None
+    for item in of_kind(located, FaultKind.OVERCHARGE):
+        mask = _active(item, times)
+        if mask is None:
+            continue
+        extra = float(item.fault.params["delta_v_per_cell"])
+        if item.target_kind == "battery":
+            if blocks is None:
+                blocks = np.zeros((len(times), *shape))
+            blocks[mask, item.k, item.b] += extra
+        else:
+            if strings is None:
+                strings = np.zeros((len(times), shape[0]))
+            strings[mask, item.k] += extra
+    return blocks, strings
 
 
 def outage_interval(fault: Fault) -> tuple[float, float, float]:

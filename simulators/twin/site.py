@@ -264,18 +264,26 @@ class SiteTwin:
             )
         return tables
 
-    def _extra_rate(self, delta_c: float) -> np.ndarray:
-        """Additional ageing per unit of the seasonal integral for blocks running delta_c hotter."""
-        hot = model.arrhenius_factor(self.blocks.mean_temp_c + delta_c, self.params.ea_over_r)
-        return self._rate * (hot / self._af - 1.0)
+    def _extra_rate(self, fault: Fault) -> np.ndarray:
+        """Additional ageing per unit of the seasonal integral while ``fault`` is active: blocks
+        running delta_c hotter (Arrhenius), or ageing ``factor`` times as fast."""
+        if fault.kind == FaultKind.OVERHEATING:
+            hotter = self.blocks.mean_temp_c + float(fault.params["delta_c"])
+            hot = model.arrhenius_factor(hotter, self.params.ea_over_r)
+            return self._rate * (hot / self._af - 1.0)
+        return self._rate * (float(fault.params["factor"]) - 1.0)
 
     def _soh_without_cycles(self, times: np.ndarray, located: list[Located]) -> np.ndarray:
-        """(n, K, B) true SoH from calendar ageing, including time spent overheated."""
+        """(n, K, B) true SoH from calendar ageing, including time spent overheated or ageing
+        fast, less any capacity lost reversibly."""
         calendar = self._rate[None] * self._table.lookup(times)[:, None, None]
         soh = self.blocks.soh0[None] - calendar
         shape = self.blocks.soh0.shape
-        extra = fx.overheating_loss(located, times, self._table.lookup, self._extra_rate, shape)
-        return soh if extra is None else soh - extra
+        extra = fx.lasting_ageing_loss(located, times, self._table.lookup, self._extra_rate, shape)
+        if extra is not None:
+            soh -= extra
+        lost = fx.capacity_loss(located, times, shape)
+        return soh if lost is None else soh - lost
 
     # ------------------------------------------------------------------ truth
 
@@ -414,17 +422,23 @@ class SiteTwin:
         on: np.ndarray,
         load: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Block voltages and string current: float, recharge or discharge, with shorted cells."""
+        """Block voltages and string current: float, recharge or discharge, with shorted cells
+        and overcharge."""
         p, spec, blocks = self.params, self.location.battery_model, self.layout.blocks_per_string
-        shorts = fx.shorted_cells(state.located, times, self.blocks.soh0.shape)
+        shape = self.blocks.soh0.shape
+        shorts = fx.shorted_cells(state.located, times, shape)
+        drop = None
         if shorts is not None:
             shorts = np.minimum(shorts, spec.cells - 1)
+            drop = shorts * p.shorted_cell_drop_v
+        high_blocks, high_strings = fx.overcharge(state.located, times, shape)
+        if high_blocks is not None:
+            drop = (0.0 if drop is None else drop) - high_blocks * spec.cells
         string_temp = temperature.mean(axis=2)  # the charger's compensation probe
-        voltage = model.float_block_voltages(
-            model.string_setpoint(string_temp, spec.cells, blocks, p),
-            self.blocks.float_spread_v,
-            None if shorts is None else shorts * p.shorted_cell_drop_v,
-        )
+        setpoint = model.string_setpoint(string_temp, spec.cells, blocks, p)
+        if high_strings is not None:
+            setpoint = setpoint + high_strings * spec.cells * blocks
+        voltage = model.float_block_voltages(setpoint, self.blocks.float_spread_v, drop)
         deficit = 1.0 - soc
         boost = np.minimum(deficit / p.recharge_boost_full_deficit, 1.0)
         voltage += p.recharge_boost_v_per_cell * spec.cells * boost

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -43,6 +44,18 @@ def add_user(url: str, user_id: str, role: str = "admin", *, active: bool = True
 
 def login(client: FlaskClient, username: str = "admin", password: str = PASSWORD):
     return client.post("/api/v1/auth/login", json={"username": username, "password": password})
+
+
+def logged_in(client: FlaskClient) -> Callable[[str], dict[str, str]]:
+    """Bearer headers of a user (password ``PASSWORD``), each logged in once."""
+    tokens: dict[str, dict[str, str]] = {}
+
+    def headers(user: str) -> dict[str, str]:
+        if user not in tokens:
+            tokens[user] = bearer(login(client, user).get_json()["access_token"])
+        return tokens[user]
+
+    return headers
 
 
 def bearer(token: str) -> dict[str, str]:

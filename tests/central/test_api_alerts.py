@@ -21,7 +21,15 @@ from central.db.models import Alert
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
 from common.timeutil import utc_now
-from tests.central.api_support import TIMESTAMP, add_user, assert_error, bearer, login, make_app
+from tests.central.api_support import (
+    TIMESTAMP,
+    add_user,
+    assert_error,
+    bearer,
+    logged_in,
+    login,
+    make_app,
+)
 from tests.central.fleet_support import SITE, demo_birth
 
 BKK = "DC-BKK-01"
@@ -122,14 +130,7 @@ def now(migrated_url: str) -> datetime:
 @pytest.fixture
 def as_user(client: FlaskClient, now) -> Callable[[str], dict[str, str]]:
     """Bearer headers of a user, logged in once per test."""
-    tokens: dict[str, dict[str, str]] = {}
-
-    def headers(user: str) -> dict[str, str]:
-        if user not in tokens:
-            tokens[user] = bearer(login(client, user).get_json()["access_token"])
-        return tokens[user]
-
-    return headers
+    return logged_in(client)
 
 
 @pytest.fixture

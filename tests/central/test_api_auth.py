@@ -18,6 +18,7 @@ from central.db.models import RevokedToken
 from central.settings import CentralSettings
 from tests.central.api_support import (
     PASSWORD,
+    SECRET,
     TIMESTAMP,
     add_user,
     assert_error,
@@ -73,6 +74,55 @@ def test_login_is_limited_to_five_a_minute(client: FlaskClient) -> None:
     response = login(client)
     body = assert_error(response, 429, response.get_json()["detail"], "RATE_LIMIT_EXCEEDED")
     assert body["detail"].startswith("Rate limit exceeded")
+
+
+def _proxied_app(url: str, proxy_hops: int) -> Flask:
+    api = {"environment": "test", "ready_checks_broker": False, "proxy_hops": proxy_hops}
+    settings = CentralSettings(database_url=url, api=api)
+    return create_app(settings, {"TESTING": True, "JWT_SECRET_KEY": SECRET})
+
+
+def _login_from(client: FlaskClient, address: str, password: str = PASSWORD):
+    return client.post(
+        "/api/v1/auth/login",
+        json={"username": "admin", "password": password},
+        headers={"X-Forwarded-For": address},
+    )
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_behind_a_proxy_each_forwarded_client_has_its_own_login_allowance(
+    migrated_url: str,
+) -> None:
+    add_user(migrated_url, "admin")
+    app = _proxied_app(migrated_url, proxy_hops=1)
+    try:
+        client = app.test_client()
+        for _ in range(5):
+            assert _login_from(client, "203.0.113.1", "wrong").status_code == 401
+        assert _login_from(client, "203.0.113.1").status_code == 429
+        assert _login_from(client, "203.0.113.2").status_code == 200
+        # Socket.IO's middleware still answers behind ProxyFix (a polling handshake).
+        handshake = client.get("/socket.io/?EIO=4&transport=polling")
+        assert handshake.status_code == 200
+        assert handshake.get_data(as_text=True).startswith('0{"sid":')
+    finally:
+        db.engine(app).dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_without_proxy_hops_a_forwarded_address_does_not_dodge_the_login_limit(
+    migrated_url: str,
+) -> None:
+    add_user(migrated_url, "admin")
+    app = _proxied_app(migrated_url, proxy_hops=0)
+    try:
+        client = app.test_client()
+        for n in range(5):
+            assert _login_from(client, f"203.0.113.{n}", "wrong").status_code == 401
+        assert _login_from(client, "203.0.113.99").status_code == 429
+    finally:
+        db.engine(app).dispose()
 
 
 def test_me_returns_the_user(client: FlaskClient) -> None:

@@ -25,13 +25,15 @@ from central.api.alerts import ALERT_PARAM
 from central.api.extensions import db
 from central.db.inventory import load_fleet_locations, upsert_birth
 from central.db.models import Alert, BatteryAnalytics, BatteryLatest, Telemetry
+from central.research.store import UploadMetadata, store_file
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
 from common.timeutil import utc_now
 from tests.central.api_support import add_user, make_app
 from tests.central.fleet_support import SITE, demo_birth
-from tests.support import pg_schema
+from tests.support import SHARED_DATA, pg_schema
 
+NASA_FILE = SHARED_DATA / "nasa_pcoe" / "B0025.mat"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -109,8 +111,8 @@ def _rul(battery: str, now) -> dict:
 
 @pytest.fixture(scope="module")
 def fuzzed_app(fuzzed_url: str) -> Iterator[Flask]:
-    """An app on a store holding the demo fleet, one site's batteries, some readings, alerts and
-    an RUL estimate."""
+    """An app on a store holding the demo fleet, one site's batteries, some readings, alerts, an
+    RUL estimate and one research dataset (a real NASA file, id 1)."""
     url = fuzzed_url
     migrations.upgrade(url)
     add_user(url, "admin", "admin")
@@ -134,6 +136,14 @@ def fuzzed_app(fuzzed_url: str) -> Iterator[Flask]:
         db.session.execute(insert(BatteryLatest), [{**rows[0], "updated_at": now}])
         db.session.execute(insert(Alert), _alerts(battery, now))
         db.session.execute(insert(BatteryAnalytics), [_rul(battery, now)])
+        store_file(
+            db.session,
+            NASA_FILE,
+            UploadMetadata(filename=NASA_FILE.name),
+            upload_id=str(uuid.uuid4()),
+            default_eol_threshold=0.8,
+            max_decompressed_bytes=64 * 1024**2,
+        )
         db.session.commit()
     yield app
     db.engine(app).dispose()
@@ -146,7 +156,7 @@ def test_api_conforms_to_its_openapi_document(fuzzed_app: Flask) -> None:
     """
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", fuzzed_app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 17
+    assert len(operations) >= 23
 
     for operation in operations:
 
@@ -190,6 +200,12 @@ def test_document_covers_every_fleet_endpoint(fuzzed_app: Flask) -> None:
         ("GET", "/api/v1/batteries/{battery_id}/telemetry"),
         ("GET", "/health"),
         ("GET", "/health/ready"),
+        ("GET", "/api/v1/research/batteries"),
+        ("POST", "/api/v1/research/batteries"),
+        ("GET", "/api/v1/research/batteries/{battery_id}"),
+        ("PATCH", "/api/v1/research/batteries/{battery_id}"),
+        ("DELETE", "/api/v1/research/batteries/{battery_id}"),
+        ("GET", "/api/v1/research/batteries/{battery_id}/cycles"),
     }
     telemetry = document["paths"]["/api/v1/batteries/{battery_id}/telemetry"]["get"]
     limit = next(p for p in telemetry["parameters"] if p["name"] == "limit")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -87,6 +89,25 @@ def test_telemetry_key_refuses_a_duplicate_reading(migrated_url):
             connection.execute(Telemetry.__table__.insert(), {**row, "voltage": 13.1})
     finally:
         engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pg_concurrent_upgrades_both_succeed(db_url):
+    """Two servers starting together each run ``db upgrade``: the advisory lock queues the
+    second behind the first, which then finds head instead of colliding with its DDL."""
+    start = threading.Barrier(2)
+
+    def upgrade() -> None:
+        start.wait(10)
+        migrations.upgrade(db_url)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = [pool.submit(upgrade) for _ in range(2)]
+        for result in results:
+            assert result.result(timeout=120) is None
+    assert migrations.current_revision(db_url) == migrations.head_revision()
+    assert _tables(db_url) >= TABLES
 
 
 @pytest.mark.integration

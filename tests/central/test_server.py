@@ -197,9 +197,11 @@ def test_serve_stops_on_sigint(central: Central) -> None:
         server.stop()
 
 
-def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["serve", "run", "ingest"])
+def test_refuses_an_unmigrated_database(tmp_path: Path, command: str) -> None:
     central = make_central(tmp_path)
-    done = central.cli("serve", "--port", str(free_tcp_port()))
+    port = [] if command == "ingest" else ["--port", str(free_tcp_port())]
+    done = central.cli(command, *port)
     assert done.returncode == 1
     assert done.stderr.strip() == (
         f"battery-central: the database is at revision none, not the newest "

@@ -32,7 +32,9 @@ def test_help_documents_every_command():
         text = _cli(command, "--help").stdout
         assert "--time-scale" in text
         assert "--control-port" in text
-    assert "mains_outage" in _cli("fault", "inject", "--help").stdout
+    inject = _cli("fault", "inject", "--help").stdout
+    for kind in ("mains_outage", "overcharge", "capacity_loss", "accelerated_ageing", "--since"):
+        assert kind in inject
 
 
 def test_fault_commands_drive_a_running_site(simulated_site):
@@ -49,6 +51,22 @@ def test_fault_commands_drive_a_running_site(simulated_site):
     assert [f["id"] for f in listing["faults"] if f["end"] is None] == [fault["id"]]
     _cli(*control, "clear", "--site", "DC-CNX-01", str(fault["id"]))
     assert simulated_site.snapshot()["internal_resistance"][5][9] == pytest.approx(before, rel=0.05)
+
+
+def test_a_fault_injected_since_a_past_time_starts_then(simulated_site):
+    control = ("fault", "--control", simulated_site.control_url)
+    before = simulated_site.snapshot()["voltage"][5][9]
+    since = "2025-06-01T00:00:00Z"
+    args = ("overcharge", BAT, "--param", "delta_v_per_cell=0.1", "--since", since)
+    fault = json.loads(_cli(*control, "inject", *args).stdout)
+    assert fault["start"] == 1_748_736_000.0
+    assert fault["params"] == {"delta_v_per_cell": 0.1}
+    assert simulated_site.snapshot()["voltage"][5][9] == pytest.approx(before + 0.6, abs=0.05)
+    future = _cli(
+        *control, "inject", "overcharge", BAT, "--since", "2030-01-01T00:00:00Z", check=False
+    )
+    assert future.returncode != 0
+    assert "error 422" in future.stderr and "not a time before now" in future.stderr
 
 
 def test_fault_command_errors_are_plain(simulated_site):

@@ -60,6 +60,33 @@ def test_inject_shows_then_clear_removes(api):
     assert _temperature(after) == pytest.approx(_temperature(before), abs=1.0)
 
 
+def test_a_fault_may_have_started_in_the_past(api):
+    """A block that has aged three times as fast for a year is already a year worse today."""
+    _, before = api.handle("GET", "/sites/DC-CNX-01/snapshot", None)
+    status, fault = api.handle(
+        "POST",
+        "/sites/DC-CNX-01/faults",
+        {
+            "kind": "accelerated_ageing",
+            "target": BAT,
+            "params": {"factor": 3},
+            "start": "2025-01-01T00:00:00Z",
+        },
+    )
+    assert status == HTTPStatus.CREATED
+    assert fault["start"] == 1_735_689_600.0
+    _, after = api.handle("GET", "/sites/DC-CNX-01/snapshot", None)
+    lost = before["soh_pct"][0][6] - after["soh_pct"][0][6]
+    assert 2.0 < lost < 6.0  # two more years' worth of a ~1.7 %/year fade, give or take noise
+    assert after["soh_pct"][0][5] == pytest.approx(before["soh_pct"][0][5], abs=2.0)
+    _, seconds = api.handle(
+        "POST",
+        "/sites/DC-CNX-01/faults",
+        {"kind": "overheating", "target": BAT, "start": QUIET_EPOCH - 3600},
+    )
+    assert seconds["start"] == QUIET_EPOCH - 3600
+
+
 def test_dropout_reads_null_not_nan(api):
     api.handle("POST", "/sites/DC-CNX-01/faults", {"kind": "sensor_dropout", "target": BAT})
     _, document = api.handle("GET", "/sites/DC-CNX-01/snapshot", None)
@@ -118,6 +145,34 @@ def test_clear_all(api):
             "VALIDATION_ERROR",
         ),
         ("DELETE", "/sites/DC-CNX-01/faults/999", None, 404, "RESOURCE_NOT_FOUND"),
+        (
+            "POST",
+            "/sites/DC-CNX-01/faults",
+            {"kind": "accelerated_ageing", "target": BAT, "start": QUIET_EPOCH + 86_400},
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "POST",
+            "/sites/DC-CNX-01/faults",
+            {"kind": "accelerated_ageing", "target": BAT, "start": "last year"},
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "POST",
+            "/sites/DC-CNX-01/faults",
+            {"kind": "accelerated_ageing", "target": BAT, "start": True},
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "POST",
+            "/sites/DC-CNX-01/faults",
+            {"kind": "accelerated_ageing", "target": BAT, "params": {"start": QUIET_EPOCH}},
+            422,
+            "VALIDATION_ERROR",
+        ),
     ],
 )
 def test_refusals_carry_status_and_code(api, method, path, body, status, code):

@@ -11,6 +11,7 @@ import pytest
 
 from common.fleet import demo_fleet_path, load_fleet
 from simulators.twin import DeviceCondition, Fault, FaultKind, SiteTwin, StringStatus
+from simulators.twin import model as physics
 from simulators.twin.faults import dropout_modes
 from simulators.twin.params import SECONDS_PER_DAY
 
@@ -186,6 +187,123 @@ def test_site_wide_response_faults_apply_to_every_device(twin, t):
         twin.device_condition("STR-DC-BKK-01-UPS-01-01", t)
 
 
+def test_overcharged_block_floats_high_and_the_rest_of_its_string_gives_way(twin, baseline, t):
+    fault = twin.inject("overcharge", BATTERY, t, delta_v_per_cell=0.2)
+    assert fault.params == {"delta_v_per_cell": 0.2}
+    high, ref = twin.snapshot(t + 1), baseline.snapshot(t + 1)
+    assert high.voltage[1, 9] - ref.voltage[1, 9] == pytest.approx(1.2, abs=0.03)  # 6 cells
+    others = np.delete(high.voltage[1] - ref.voltage[1], 9)
+    np.testing.assert_allclose(others, -1.2 / 35, atol=0.03)
+    assert high.string_voltage[1] == pytest.approx(ref.string_voltage[1], abs=0.5)
+    np.testing.assert_array_equal(high.voltage[[0, 2, 3, 4, 5]], ref.voltage[[0, 2, 3, 4, 5]])
+    twin.clear(fault.id, t + 2)
+    np.testing.assert_array_equal(twin.snapshot(t + 3).voltage, baseline.snapshot(t + 3).voltage)
+
+
+def test_default_overcharge_is_a_charger_left_at_boost_level(twin, baseline, t):
+    twin.inject("overcharge", BATTERY, t)
+    rise = twin.snapshot(t + 1).voltage[1, 9] - baseline.snapshot(t + 1).voltage[1, 9]
+    assert rise == pytest.approx(6 * 0.15, abs=0.03)  # 2.25 → 2.40 V/cell
+
+
+def test_overcharging_charger_lifts_every_block_of_its_ups_until_the_mains_fail(twin, baseline, t):
+    twin.inject("overcharge", UPS, t, delta_v_per_cell=0.1)
+    high, ref = twin.snapshot(t + 1), baseline.snapshot(t + 1)
+    np.testing.assert_allclose(high.voltage[3:] - ref.voltage[3:], 0.6, atol=0.03)
+    np.testing.assert_array_equal(high.voltage[:3], ref.voltage[:3])
+    np.testing.assert_allclose(high.string_voltage[3:] - ref.string_voltage[3:], 36 * 0.6, atol=0.5)
+    # On battery the charger is out of the circuit: the blocks discharge as they would anyway.
+    for site in (twin, baseline):
+        site.inject("mains_outage", UPS, t + 10, duration_s=600)
+    np.testing.assert_array_equal(
+        twin.snapshot(t + 300).voltage[3:], baseline.snapshot(t + 300).voltage[3:]
+    )
+
+
+def test_overcharge_of_a_string_stacks_with_a_shorted_cell(twin, baseline, t):
+    twin.inject("overcharge", "STR-DC-CNX-01-UPS-01-02", t, delta_v_per_cell=0.1)
+    twin.inject("shorted_cell", BATTERY, t)
+    high, ref = twin.snapshot(t + 1), baseline.snapshot(t + 1)
+    assert ref.voltage[1, 9] + 0.6 - high.voltage[1, 9] == pytest.approx(2.2, abs=0.05)
+    others = np.delete(high.voltage[1] - ref.voltage[1], 9)
+    np.testing.assert_allclose(others, 0.6 + 2.2 / 35, atol=0.03)
+
+
+def test_capacity_loss_lowers_soh_raises_resistance_and_comes_back_when_cleared(twin, baseline, t):
+    fault = twin.inject("capacity_loss", BATTERY, t, soh_drop_pct=12)
+    assert fault.params == {"soh_drop_pct": 12.0}
+    later = np.array([t - 1, t + 1])
+    lost = baseline.true_soh(later) - twin.true_soh(later)
+    assert lost[0].max() == 0.0
+    assert lost[1, 1, 9] == pytest.approx(0.12)
+    assert np.count_nonzero(lost[1]) == 1
+    low, ref = twin.snapshot(t + 1), baseline.snapshot(t + 1)
+    assert ref.soh_pct[1, 9] - low.soh_pct[1, 9] == pytest.approx(12.0)  # the same noise
+    # The twin's resistance follows capacity: R = R0 · (1 + 2.5 · (SoH0 − SoH)).
+    r0, soh0 = twin.blocks.r0[1, 9], twin.blocks.soh0[1, 9]
+    true_soh = twin.true_soh(np.array([t + 1]))[0, 1, 9]
+    noise = ref.internal_resistance[1, 9] / physics.internal_resistance(
+        r0, soh0, true_soh + 0.12, twin.params.r_ageing_slope
+    )
+    expected = physics.internal_resistance(r0, soh0, true_soh, twin.params.r_ageing_slope) * noise
+    assert low.internal_resistance[1, 9] == pytest.approx(expected)
+    assert low.internal_resistance[1, 9] / ref.internal_resistance[1, 9] > 1.2
+    assert twin.end_of_life_time()[1, 9] < baseline.end_of_life_time()[1, 9]
+    twin.clear(fault.id, t + 2)
+    after = twin.snapshot(t + 3)
+    np.testing.assert_array_equal(after.soh_pct, baseline.snapshot(t + 3).soh_pct)
+    assert after.internal_resistance[1, 9] == baseline.snapshot(t + 3).internal_resistance[1, 9]
+
+
+def test_capacity_loss_makes_a_discharge_go_deeper(twin, baseline, t):
+    twin.inject("capacity_loss", BATTERY, t, soh_drop_pct=30)
+    for site in (twin, baseline):
+        site.inject("mains_outage", "DC-CNX-01-UPS-01", t + 10, duration_s=1800)
+    low, ref = twin.snapshot(t + 1200), baseline.snapshot(t + 1200)
+    drawn, drawn_ref = 100 - low.soc_pct[1, 9], 100 - ref.soc_pct[1, 9]
+    soh = baseline.true_soh(np.array([t]))[0, 1, 9]
+    assert drawn / drawn_ref == pytest.approx(soh / (soh - 0.30), rel=1e-3)
+    assert low.voltage[1, 9] < ref.voltage[1, 9]
+
+
+def test_accelerated_ageing_costs_factor_minus_one_times_the_normal_loss_and_it_stays(
+    twin, baseline, t
+):
+    fault = twin.inject("accelerated_ageing", BATTERY, t, factor=4)
+    assert fault.params == {"factor": 4.0}
+    twin.clear(fault.id, t + 100 * SECONDS_PER_DAY)
+    times = t + SECONDS_PER_DAY * np.array([-1.0, 50.0, 100.0, 400.0])
+    fast, ref = twin.true_soh(times), baseline.true_soh(times)
+    normal = baseline.true_soh(np.array([t]))[0, 1, 9] - ref[2, 1, 9]  # lost while it lasted
+    extra = ref[:, 1, 9] - fast[:, 1, 9]
+    assert extra[0] == 0.0
+    assert 0 < extra[1] < extra[2]
+    assert extra[2] == pytest.approx(3 * normal, rel=1e-6)  # three times the loss on top
+    assert extra[3] == pytest.approx(extra[2], rel=1e-9)  # nothing comes back after the clear
+    changed = ref - fast != 0
+    assert changed[:, 1, 9].tolist() == [False, True, True, True]
+    assert np.count_nonzero(changed) == 3
+    assert twin.end_of_life_time()[1, 9] < baseline.end_of_life_time()[1, 9]
+
+
+def test_accelerated_ageing_of_a_string_ages_each_block_at_its_own_rate(twin, baseline, t):
+    twin.inject("accelerated_ageing", STRING, t, factor=2)
+    times = np.array([t, t + 200 * SECONDS_PER_DAY])
+    fast, ref = twin.true_soh(times), baseline.true_soh(times)
+    normal = ref[0, 5] - ref[1, 5]
+    np.testing.assert_allclose(fast[0, 5] - fast[1, 5], 2 * normal, rtol=1e-9)
+    np.testing.assert_array_equal(fast[:, :5], ref[:, :5])
+
+
+def test_a_fault_injected_with_a_past_start_is_part_of_the_twins_history(twin, baseline, t):
+    past = t - 300 * SECONDS_PER_DAY
+    twin.inject("accelerated_ageing", BATTERY, past, factor=3)
+    history = np.array([past - SECONDS_PER_DAY, past + 100 * SECONDS_PER_DAY, t])
+    fast, ref = twin.readings(history)["soh_pct"], baseline.readings(history)["soh_pct"]
+    assert fast[0, 1, 9] == ref[0, 1, 9]
+    assert 0 < ref[1, 1, 9] - fast[1, 1, 9] < ref[2, 1, 9] - fast[2, 1, 9]
+
+
 @pytest.mark.parametrize(
     ("kind", "target", "error"),
     [
@@ -200,6 +318,9 @@ def test_site_wide_response_faults_apply_to_every_device(twin, t):
         ("no_response", "DC-BKK-01", KeyError),
         ("mains_outage", STRING, ValueError),
         ("mains_outage", "not-an-id", ValueError),
+        ("overcharge", SITE, ValueError),
+        ("capacity_loss", STRING, ValueError),
+        ("accelerated_ageing", UPS, ValueError),
         ("meteor_strike", SITE, ValueError),
     ],
 )
@@ -225,6 +346,13 @@ def test_invalid_targets_and_kinds_are_refused(twin, t, kind, target, error):
         ("mains_outage", UPS, {"duration_s": 0}),
         ("mains_outage", UPS, {"load_a": -1}),
         ("mains_outage", UPS, {"duration_s": True}),
+        ("overcharge", BATTERY, {"delta_v_per_cell": 0}),
+        ("overcharge", STRING, {"delta_v_per_cell": -0.1}),
+        ("capacity_loss", BATTERY, {"soh_drop_pct": 0}),
+        ("capacity_loss", BATTERY, {"soh_drop_pct": 50.5}),
+        ("capacity_loss", BATTERY, {"factor": 2}),
+        ("accelerated_ageing", BATTERY, {"factor": 0.5}),
+        ("accelerated_ageing", STRING, {"factor": float("inf")}),
     ],
 )
 def test_bad_params_are_refused(twin, t, kind, target, params):

@@ -5,10 +5,12 @@ import time
 
 import pytest
 
+from common import snmp_oids as so
 from common.registercodec import decode_registers
 from common.registermap import FieldKey, load_register_map
 from tests.conftest import SimulatedSite
 from tests.referees import mbpoll, snmpget_v2c
+from tests.support import READING_TOLERANCE
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +44,25 @@ def output_source(site, community: str) -> int:
     value = snmpget_v2c(site.snmp_port, community, UPS_OUTPUT_SOURCE, retries=1)
     assert value is not None, f"no SNMP answer for community {community}"
     return int(value)
+
+
+def snmp_value(site, community: str, obj: so.MibObject, *index: int) -> float:
+    value = snmpget_v2c(site.snmp_port, community, so.format_oid(obj.instance(*index)), retries=1)
+    assert value is not None, f"no SNMP answer for {obj.name} of community {community}"
+    return obj.decode(int(value))
+
+
+def ups_battery_voltage(site, community: str) -> float:
+    return snmp_value(site, community, so.UPS_BATTERY_VOLTAGE)
+
+
+def snmp_block_voltage(site, string: int, position: int) -> float:
+    """brmBatteryVoltage of a block of UPS 02 (its string number there, position)."""
+    return snmp_value(site, "public@2", so.BRM_BATTERY_VOLTAGE, string, position)
+
+
+def snmp_block_soh(site, string: int, position: int) -> float:
+    return snmp_value(site, "public@2", so.BRM_BATTERY_SOH, string, position)
 
 
 def test_overheating(simulated_site):
@@ -89,6 +110,49 @@ def test_no_response_silences_one_monitor_until_cleared(simulated_site):
     assert mbpoll(simulated_site.modbus_port, 1, start, 5, timeout=1.0).returncode == 0
     simulated_site.clear_all()
     assert mbpoll(simulated_site.modbus_port, UNIT, start, 5, timeout=1.0).returncode == 0
+
+
+def test_overcharge_of_a_block_and_of_a_ups_charger(simulated_site):
+    """Over Modbus, one block floating high within its string's unchanged total; over SNMP, a UPS
+    whose charger is set too high: its battery voltage and every one of its blocks up."""
+    before, string_before = read_block(simulated_site), read_header(simulated_site, UNIT)
+    ups_before = ups_battery_voltage(simulated_site, "public@2")
+    snmp_block = snmp_block_voltage(simulated_site, 3, 7)
+    simulated_site.inject("overcharge", BAT, delta_v_per_cell=0.2)
+    simulated_site.inject("overcharge", "DC-CNX-01-UPS-02", delta_v_per_cell=0.1)
+    tolerance = READING_TOLERANCE["voltage"]
+    assert read_block(simulated_site)["voltage"] == pytest.approx(
+        before["voltage"] + 1.2, abs=tolerance
+    )
+    # The charger still holds the string's total: the other 35 blocks gave way.
+    string_voltage = read_header(simulated_site, UNIT)["string_voltage"]
+    assert string_voltage == pytest.approx(string_before["string_voltage"], abs=0.5)
+    assert ups_battery_voltage(simulated_site, "public@2") == pytest.approx(
+        ups_before + 36 * 0.6, abs=0.5
+    )
+    assert snmp_block_voltage(simulated_site, 3, 7) == pytest.approx(
+        snmp_block + 0.6, abs=tolerance
+    )
+    simulated_site.clear_all()
+    assert read_block(simulated_site)["voltage"] == pytest.approx(before["voltage"], abs=tolerance)
+    assert ups_battery_voltage(simulated_site, "public@2") == pytest.approx(ups_before, abs=0.5)
+
+
+def test_capacity_loss_lowers_the_soh_both_protocols_serve_until_cleared(simulated_site):
+    before = read_block(simulated_site)
+    snmp_before = snmp_block_soh(simulated_site, 2, 30)
+    simulated_site.inject("capacity_loss", BAT, soh_drop_pct=10)
+    simulated_site.inject("capacity_loss", "BAT-DC-CNX-01-UPS-02-STR-02-030", soh_drop_pct=15)
+    tolerance = READING_TOLERANCE["soh_pct"]
+    during = read_block(simulated_site)
+    assert during["soh_pct"] == pytest.approx(before["soh_pct"] - 10, abs=tolerance)
+    assert during["internal_resistance"] > 1.15 * before["internal_resistance"]  # R follows SoH
+    assert snmp_block_soh(simulated_site, 2, 30) == pytest.approx(snmp_before - 15, abs=tolerance)
+    simulated_site.clear_all()
+    after = read_block(simulated_site)
+    assert after["soh_pct"] == pytest.approx(before["soh_pct"], abs=tolerance)
+    assert after["internal_resistance"] == pytest.approx(before["internal_resistance"], rel=0.04)
+    assert snmp_block_soh(simulated_site, 2, 30) == pytest.approx(snmp_before, abs=tolerance)
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""``battery-fleet``: the whole system on one machine, for a demo (the composition root)."""

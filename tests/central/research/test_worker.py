@@ -1,0 +1,118 @@
+"""Uploads are stored by a child process: what the server sees when that child crashes, runs out
+of time, or succeeds, on a real forkserver and a real SQLite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from multiprocessing import forkserver
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from central import migrations
+from central.db.engine import make_engine, make_session_factory
+from central.db.models import ResearchBattery, ResearchCycle
+from central.research.cells import InvalidMatFileError
+from central.research.store import UploadMetadata
+from central.research.worker import ParseLimits, store_in_child
+from tests.support import SHARED_DATA
+
+DATA = SHARED_DATA
+SEVERSON = DATA / "severson" / "severson_train_v73.mat"
+NASA = DATA / "nasa_pcoe" / "B0025.mat"
+
+
+def limits(**changes: float) -> ParseLimits:
+    values = {
+        "memory_bytes": 2 * 1024**3,
+        "timeout_s": 120.0,
+        "max_decompressed_bytes": 512 * 1024**2,
+        "default_eol_threshold": 0.8,
+        **changes,
+    }
+    return ParseLimits(**values)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'central.sqlite3'}"
+    migrations.upgrade(url)
+    return url
+
+
+def counts(url: str) -> tuple[int, int]:
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            return (
+                session.scalar(select(func.count()).select_from(ResearchBattery)),
+                session.scalar(select(func.count()).select_from(ResearchCycle)),
+            )
+    finally:
+        engine.dispose()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_stored_upload_reports_its_cost(url: str) -> None:
+    upload_id = str(uuid.uuid4())
+    report = store_in_child(url, NASA, UploadMetadata(filename=NASA.name), upload_id, limits())
+    assert report.seconds > 0 and report.rss_growth_bytes > 0
+    assert counts(url)[0] == 1
+
+
+def test_a_crashing_reader_is_a_clear_error_and_stores_nothing(url: str) -> None:
+    """The child is killed by SIGSEGV part way through a 41-cell file, as a crash in libhdf5
+    would: the server's call raises InvalidMatFileError naming the signal, nothing is stored, and
+    the next upload works."""
+    outcome: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            store_in_child(url, SEVERSON, UploadMetadata(filename="s.mat"), "crash", limits())
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    store_in_child(url, NASA, UploadMetadata(filename="warm.mat"), "warm", limits())
+    server_pid = forkserver._forkserver._forkserver_pid
+    before = set(children_of(server_pid))
+    thread = threading.Thread(target=upload)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (reader := set(children_of(server_pid)) - before):
+        assert time.monotonic() < deadline, "no child process appeared"
+        time.sleep(0.01)
+    time.sleep(0.3)  # part way through its cells
+    os.kill(reader.pop(), signal.SIGSEGV)
+    thread.join(60)
+    (error,) = outcome
+    assert isinstance(error, InvalidMatFileError)
+    assert error.issues == ["the file's reader stopped (signal SIGSEGV)"]
+    assert counts(url) == (1, 28)  # only the warm-up file
+    store_in_child(url, NASA, UploadMetadata(filename="after.mat"), "after", limits())
+    assert counts(url)[0] == 2
+
+
+def test_a_reader_past_its_deadline_is_killed(url: str) -> None:
+    with pytest.raises(InvalidMatFileError) as raised:
+        store_in_child(
+            url, SEVERSON, UploadMetadata(filename="s.mat"), "slow", limits(timeout_s=0.2)
+        )
+    assert raised.value.issues == ["reading the file took longer than 0.2 s"]
+    assert counts(url) == (0, 0)
