@@ -25,7 +25,7 @@ from central.ingest.rul_refresh import save_estimate
 from central.rul import estimate_rul
 from common.units import MEASUREMENTS
 from simulators.twin import SiteTwin
-from simulators.twin.history import history_times
+from simulators.twin.history import history_times, site_history
 from simulators.twin.params import SECONDS_PER_DAY
 
 _BATCH_TIMES = 120  # times computed and inserted together: bounds memory
@@ -43,35 +43,15 @@ def _stamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _rows(twin: SiteTwin, times: np.ndarray, shift_s: float) -> Iterator[tuple]:
-    """One tuple per (time, block) in the telemetry table's column order; NaN as NULL."""
-    layout = twin.layout
-    ids = [
-        layout.battery_id(k, b)
-        for k in range(layout.string_count)
-        for b in range(layout.blocks_per_string)
-    ]
-    blocks = layout.blocks_per_string
-    for lo in range(0, len(times), _BATCH_TIMES):
-        chunk = times[lo : lo + _BATCH_TIMES]
-        out = twin.readings(chunk)
-        n = len(chunk)
-        values = np.stack(
-            [
-                out["voltage"].reshape(n, -1),
-                np.repeat(out["string_current"], blocks, axis=1),
-                out["temperature"].reshape(n, -1),
-                out["internal_resistance"].reshape(n, -1),
-                out["soc_pct"].reshape(n, -1),
-                out["soh_pct"].reshape(n, -1),
-            ],
-            axis=-1,
-        )
-        cells = np.where(np.isnan(values), None, values.astype(object)).tolist()
-        for i, t in enumerate(chunk.tolist()):
-            stamp = _stamp(t + shift_s)
-            for j, battery_id in enumerate(ids):
-                yield (battery_id, stamp, *cells[i][j])
+def _rows(
+    twin: SiteTwin, start: float, end: float, step_s: float, shift_s: float
+) -> Iterator[tuple]:
+    """The twin's history in the telemetry table's column order, stamped ``+ shift_s``."""
+    stamped_t, stamp = None, ""
+    for row in site_history(twin, start, end, step_s):
+        if row.t != stamped_t:  # one stamp per time, not per block
+            stamped_t, stamp = row.t, _stamp(row.t + shift_s)
+        yield (row.battery_id, stamp, *row[2:])
 
 
 def _daily_soh(twin: SiteTwin, times: np.ndarray) -> np.ndarray:
@@ -99,8 +79,11 @@ def backfill(
     clock the agents stamp live readings with), and a first RUL estimate per battery."""
     started = time.monotonic()
     minute_start = sim_now - minute_days * SECONDS_PER_DAY
-    daily = history_times(sim_now - daily_days * SECONDS_PER_DAY, minute_start, SECONDS_PER_DAY)
-    minutes = history_times(minute_start, sim_now - 60.0, 60.0)
+    spans = (
+        (sim_now - daily_days * SECONDS_PER_DAY, minute_start, SECONDS_PER_DAY),
+        (minute_start, sim_now - 60.0, 60.0),
+    )
+    daily, minutes = (history_times(*span) for span in spans)
     path = database_url.removeprefix("sqlite:///")
     columns = ", ".join(("battery_id", "ts", *MEASUREMENTS))
     marks = ", ".join("?" * (2 + len(MEASUREMENTS)))
@@ -110,10 +93,10 @@ def backfill(
     try:
         connection.execute("PRAGMA synchronous=OFF")
         for twin in twins:
-            for times in (daily, minutes):
+            for start, end, step_s in spans:
                 cursor = connection.executemany(
                     f"INSERT OR IGNORE INTO telemetry ({columns}) VALUES ({marks})",
-                    _rows(twin, times, shift_s),
+                    _rows(twin, start, end, step_s, shift_s),
                 )
                 rows += cursor.rowcount
             connection.commit()

@@ -66,8 +66,9 @@ def site_history(twin: SiteTwin, start: float, end: float, step_s: float) -> Ite
             out["soc_pct"].reshape(len(chunk), -1),
             out["soh_pct"].reshape(len(chunk), -1),
         ]
-        values = np.stack(columns, axis=-1).tolist()  # (times, blocks, 6) as plain floats
+        values = np.stack(columns, axis=-1)  # (times, blocks, 6)
+        # NaN (no reading) to None for the whole chunk at once: bulk writers call this per row.
+        cells = np.where(np.isnan(values), None, values.astype(object)).tolist()
         for i, t in enumerate(chunk.tolist()):
             for j, battery_id in enumerate(ids):
-                row = [None if math.isnan(v) else v for v in values[i][j]]
-                yield HistoryRow(battery_id, t, *row)
+                yield HistoryRow(battery_id, t, *cells[i][j])
