@@ -21,6 +21,11 @@ moves nothing, and exponential recency weights (half-life 180 days) so that old 
   recent trend is fitted; else a short window mistakes the hot season's faster fade for a change
   of conditions. It is put back into the extrapolation, its uncertainty into the interval.
 
+Replacement. A block swapped for a new one steps its SoH up, where ageing only ever brings it
+down: the fit starts at the latest such step (``replacement_start``), so the old block's fade
+never bends the new one's line, and a new block has no estimate until it has the history one
+needs of its own.
+
 Interval. The confidence band of the fitted trajectory (Huber sandwich covariance, widened for
 serially correlated residuals, and for a recent rate that differs from the long-run one beyond
 noise) is crossed with the end-of-life line: the lower band gives the early date, the upper band
@@ -53,6 +58,13 @@ MAX_ITERATIONS = 20
 STEP_PCT = 1e-3  # IRLS stops once no coefficient moves by more
 NEGLIGIBLE_WEIGHT = 2.0**-10  # older days weigh under 0.1 % in all: left out of the fit
 MIN_SCALE_PCT = 1e-3  # floor of the residual scale: a noiseless series still converges
+# A replacement: SoH stepping up by this much over the median of the fortnight before, held by
+# every one of the days after. Far beyond noise (a daily median of minute readings varies by
+# hundredths of a point; a monitor's SoH estimate by a point or two; capacity is never gained
+# back by ageing), and a day or three measured high (a glitch, a sensor reading 100 %) is not one.
+REPLACEMENT_STEP_PCT = 5.0
+REPLACEMENT_BEFORE_DAYS = 14
+REPLACEMENT_CONFIRM_DAYS = 4
 
 
 class RulStatus(StrEnum):
@@ -134,6 +146,39 @@ def daily_medians(
     counts = np.diff(np.r_[starts, day.size])
     middle = 0.5 * (y[starts + (counts - 1) // 2] + y[starts + counts // 2])
     return np.add.reduceat(t, starts) / counts, middle
+
+
+def replacement_start(
+    soh_days: np.ndarray,
+    *,
+    step_pct: float = REPLACEMENT_STEP_PCT,
+    before_days: int = REPLACEMENT_BEFORE_DAYS,
+    confirm_days: int = REPLACEMENT_CONFIRM_DAYS,
+) -> int:
+    """Index of the first daily point of the block in place now: 0, or the first day of the
+    latest step up (a replacement; see ``REPLACEMENT_STEP_PCT``), in ``soh_days`` (the daily
+    medians in time order). A step needs ``confirm_days`` after it: the newest days, if high,
+    are not one yet.
+    """
+    y = np.asarray(soh_days, dtype=float)
+    n = y.size
+    if n < confirm_days + 1:
+        return 0
+    held = np.lib.stride_tricks.sliding_window_view(y, confirm_days).min(axis=1)[1:]
+    day = np.arange(1, n - confirm_days + 1)  # each day that might start a step ...
+    floor = np.minimum.accumulate(y[: n - confirm_days])  # ... and the least before it:
+    if n - confirm_days >= before_days:  # the median before can be no lower
+        windows = np.lib.stride_tricks.sliding_window_view(y[: n - confirm_days], before_days)
+        floor[before_days - 1 :] = windows.min(axis=1)
+    maybe = day[held >= floor + step_pct]
+    level = np.array([np.median(y[max(i - before_days, 0) : i]) for i in maybe])
+    steps = maybe[held[maybe - 1] >= level + step_pct] if maybe.size else maybe
+    if steps.size == 0:
+        return 0
+    start = int(steps[-1])  # the latest run of candidates: its first day is the step
+    while start - 1 in steps:
+        start -= 1
+    return start
 
 
 @dataclass(frozen=True)
@@ -361,8 +406,9 @@ def estimate_rul(
     skipped. ``now`` (Unix seconds or an aware datetime) defaults to the last reading; readings
     after it are ignored and RUL counts from it, so a battery that stopped reporting keeps ageing.
     Too little history: fewer than ``min_days`` days with a reading, or under ``min_span_days``
-    from the first to the last. A trend that does not reach ``eol_pct`` within ``horizon_days``
-    (20 years; flat or rising included) is open-ended: status ``open_ended``, ``rul_days`` None.
+    from the first to the last, counted from the latest replacement (``replacement_start``).
+    A trend that does not reach ``eol_pct`` within ``horizon_days`` (20 years; flat or rising
+    included) is open-ended: status ``open_ended``, ``rul_days`` None.
     """
     if not 0.0 < interval < 1.0:
         raise ValueError(f"interval must be between 0 and 1, got {interval}")
@@ -379,6 +425,10 @@ def estimate_rul(
         now_s = to_unix(now) if isinstance(now, datetime) else float(now)
     finite &= t <= now_s
     days_t, days_y = daily_medians(t[finite], y[finite])
+    first = replacement_start(days_y)
+    if first:
+        finite &= t >= days_t[first] - (days_t[first] % SECONDS_PER_DAY)
+        days_t, days_y = days_t[first:], days_y[first:]
     if days_t.size < min_days or days_t[-1] - days_t[0] < min_span_days * SECONDS_PER_DAY:
         return None
     tau = (days_t - now_s) / (SECONDS_PER_DAY * DAYS_PER_YEAR)

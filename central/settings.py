@@ -91,6 +91,9 @@ class ApiSettings(BaseModel):
     # Reverse proxies in front that set X-Forwarded-For/-Proto/-Host (nginx: 1); 0 trusts none,
     # so that a client cannot pick the address its login allowance is counted against.
     proxy_hops: int = Field(0, ge=0, le=5)
+    # Bearer token a Prometheus scrape of /metrics must send; None: /metrics is open (keep it off
+    # the public proxy then, as deploy/nginx does).
+    metrics_token: SecretStr | None = Field(None, min_length=16)
 
 
 class ResearchSettings(BaseModel):

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -42,6 +43,7 @@ ADMIN_PASSWORD_ENV = "BRM_ADMIN_PASSWORD"
 DAILY_DAYS = 730
 MINUTE_DAYS = 2.0
 STOP_GRACE_S = 15.0
+MIN_SILENCE_S = 30.0
 READY_TIMEOUT_S = 120.0
 # Blocks that misbehave on purpose, per site: (kind, UPS, string, block, days ago, params).
 # Strings of UPS 01 are read over Modbus, UPS 02 over SNMP, so both paths show a fault.
@@ -248,9 +250,17 @@ class Demo:
                 "BRM_CENTRAL_MQTT__CLIENT_ID": "brm-demo-ingest",
                 "BRM_CENTRAL_API__JWT_SECRET": self.state.data["jwt_secret"],
                 "BRM_CENTRAL_ALERTS__POLL_INTERVAL_S": str(self.args.interval),
+                "BRM_CENTRAL_ALERTS__MISSED_POLLS": str(self.missed_polls),
             }
         )
         return env
+
+    @property
+    def missed_polls(self) -> int:
+        """Polls a battery may miss before communication_lost: 3, but never under
+        ``MIN_SILENCE_S``, so that fast demo polls do not raise it for every block while the
+        agents start up or a busy machine delays a batch by a few seconds."""
+        return max(3, math.ceil(MIN_SILENCE_S / self.args.interval))
 
     def agent_config(self, index: int, site: str) -> Path:
         """UPS 01's strings over Modbus TCP, UPS 02 over SNMP v2c (community ``public@2``)."""
@@ -525,6 +535,7 @@ class Demo:
         print(
             f"""
 Battery fleet demo is live: {", ".join(self.sites)}, polled every {self.args.interval:g} s
+  dashboard:  {base}/
   API:        {base}/api/v1
   API docs:   {base}/api/docs
   login:      {ADMIN} / {password}   (stored in {self.data / "admin-password"})

@@ -147,7 +147,7 @@ def _add_fault_commands(commands: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="fault parameter, e.g. delta_c=20, duration_s=600, delay_s=3, mode=exception, "
-        "delta_v_per_cell=0.15, soh_drop_pct=10, factor=3",
+        "delta_v_per_cell=0.15, soh_drop_pct=10, factor=3, soh_pct=100.5 (block_replaced)",
     )
     inject.add_argument(
         "--since",

@@ -8,8 +8,11 @@ says right now (the value every served register and OID must agree with).
     GET    /sites/{site}/faults          faults, active and cleared
     POST   /sites/{site}/faults          {"kind": ..., "target": ..., "params": {...}} -> 201
                                          optional "start": a simulated time in the past (Unix
-                                         seconds or RFC 3339) since when the fault has been there
-    DELETE /sites/{site}/faults/{id}     clear one fault
+                                         seconds or RFC 3339) since when the fault has been there;
+                                         block_replaced (a battery swapped for a new one) ends
+                                         where it starts, and its params say what the new block
+                                         is (drawn, if not given: soh_pct, resistance_ohm)
+    DELETE /sites/{site}/faults/{id}     clear one fault (409 once ended, as a replacement is)
     DELETE /sites/{site}/faults          clear every active fault
 """
 

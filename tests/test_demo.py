@@ -22,6 +22,7 @@ import pytest
 import socketio
 
 from common import ids
+from fleet_demo.cli import MIN_SILENCE_S, Demo, build_parser
 from tests.support import free_tcp_port
 from tests.test_system_e2e import Api
 
@@ -219,3 +220,13 @@ def test_the_demo_runs_the_whole_system_stops_cleanly_and_resumes(
     assert again.get(f"/api/v1/batteries/{AGEING}")["rul"]["n_days"] >= 700
     second.interrupt()
     print(f"first run {first_s:.0f} s, whole test {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.parametrize(("interval", "missed"), [("1", 30), ("7", 5), ("10", 3), ("60", 3)])
+def test_fast_demo_polls_still_allow_30_s_of_silence(
+    tmp_path: Path, interval: str, missed: int
+) -> None:
+    args = build_parser().parse_args(["demo", "--interval", interval, "--data-dir", str(tmp_path)])
+    demo = Demo(args)
+    assert demo.missed_polls == missed
+    assert demo.missed_polls * float(interval) >= MIN_SILENCE_S

@@ -43,6 +43,7 @@ from central.alerts.rules import (
     baseline,
     evaluate,
     evaluate_communication,
+    renewed_baseline,
 )
 from central.alerts.thresholds import AlertSettings, AlertThresholds
 
@@ -65,4 +66,5 @@ __all__ = [
     "evaluate_communication",
     "make_alert_id",
     "manually_resolved",
+    "renewed_baseline",
 ]

@@ -141,6 +141,26 @@ def baseline(resistances_in_time_order: Iterable[float | None], min_count: int) 
     return None
 
 
+# A replaced block's resistance: a new block is back at a new block's few milliohms, well below
+# the worn one it replaces (field practice replaces at +50 %); monitors' noise is a few percent.
+RENEWAL_DROP = 0.10
+
+
+def renewed_baseline(
+    before: Sequence[float], after: Sequence[float], min_count: int, drop: float = RENEWAL_DROP
+) -> float | None:
+    """The baseline of a block put in where SoH stepped up (``central.rul.replacement_start``):
+    ``baseline(after)`` of its first readings, if their median is at least ``drop`` below the
+    median of the old block's last ones (``before``) — a new block, not a recovered one. None
+    until there are ``min_count`` after, or when resistance did not step down with SoH.
+    """
+    old = [value for value in before if value is not None and value > 0]
+    new = baseline(after, min_count)
+    if not old or new is None or new > statistics.median(old) * (1.0 - drop):
+        return None
+    return new
+
+
 def evaluate(
     battery: BatteryContext, readings: Sequence[ReadingLike], thresholds: AlertThresholds
 ) -> list[Condition]:
@@ -150,19 +170,20 @@ def evaluate(
     store); ``thresholds`` are ``AlertSettings.for_model(model)`` of the battery's model.
     """
     conditions: list[Condition] = []
-    latest_v = _latest(readings, lambda r: r.voltage)
+    newest = _newest(readings)
+    latest_v = _latest(readings, newest, lambda r: r.voltage)
     if latest_v is not None:
         reading, volts = latest_v
         conditions.append(_voltage_high(volts, reading.ts, thresholds))
         conditions.append(_voltage_low(volts, reading.current, reading.ts, thresholds))
-    latest_t = _latest(readings, lambda r: r.temperature)
+    latest_t = _latest(readings, newest, lambda r: r.temperature)
     if latest_t is not None:
         conditions.append(_temperature(latest_t[1], latest_t[0].ts, thresholds))
-    latest_r = _latest(readings, lambda r: r.internal_resistance)
+    latest_r = _latest(readings, newest, lambda r: r.internal_resistance)
     base = battery.baseline_resistance_ohm
     if latest_r is not None and base is not None and base > 0:
         conditions.append(_resistance(latest_r[1], base, latest_r[0].ts, thresholds))
-    latest_soh = _latest(readings, lambda r: r.soh_pct)
+    latest_soh = _latest(readings, newest, lambda r: r.soh_pct)
     if latest_soh is not None:
         conditions.append(_soh(latest_soh[1], latest_soh[0].ts, thresholds))
     if battery.rul_as_of is not None:
@@ -222,7 +243,11 @@ def _temperature(celsius: float, ts: datetime, th: AlertThresholds) -> Condition
     levels = _levels(th.temperature_warning_c, th.temperature_critical_c)
     verdict = _judge(celsius, True, levels, th.temperature_margin_c)
     limit = verdict.threshold
-    message = f"Battery temperature {_num(celsius, 1, limit)}°C exceeds threshold {limit:.1f}°C"
+    message = (
+        None
+        if verdict.severity is None
+        else (f"Battery temperature {_num(celsius, 1, limit)}°C exceeds threshold {limit:.1f}°C")
+    )
     return _condition(AlertType.TEMPERATURE_HIGH, verdict, celsius, ts, message)
 
 
@@ -230,7 +255,11 @@ def _voltage_high(volts: float, ts: datetime, th: AlertThresholds) -> Condition:
     levels = _levels(th.voltage_high_warning_v, th.voltage_high_critical_v)
     verdict = _judge(volts, True, levels, th.voltage_margin_v)
     limit = verdict.threshold
-    message = f"Battery voltage {_num(volts, 2, limit)}V exceeds threshold {limit:.2f}V"
+    message = (
+        None
+        if verdict.severity is None
+        else (f"Battery voltage {_num(volts, 2, limit)}V exceeds threshold {limit:.2f}V")
+    )
     return _condition(AlertType.VOLTAGE_HIGH, verdict, volts, ts, message)
 
 
@@ -244,7 +273,11 @@ def _voltage_low(
         levels = _levels(th.voltage_low_warning_v, th.voltage_low_critical_v)
         verdict = _judge(volts, False, levels, th.voltage_margin_v)
         limit = verdict.threshold
-        message = f"Battery voltage {_num(volts, 2, limit)}V below threshold {limit:.2f}V"
+        message = (
+            None
+            if verdict.severity is None
+            else (f"Battery voltage {_num(volts, 2, limit)}V below threshold {limit:.2f}V")
+        )
         return _condition(AlertType.VOLTAGE_LOW, verdict, volts, ts, message)
     end = th.voltage_low_discharge_v
     if end is not None and volts < end:
@@ -264,8 +297,12 @@ def _resistance(ohms: float, base: float, ts: datetime, th: AlertThresholds) -> 
     verdict = _judge(drift, True, levels, th.resistance_margin_pct)
     limit = verdict.threshold
     message = (
-        f"Internal resistance {ohms * 1000:.2f}mΩ is {_num(drift, 0, limit)}% above baseline"
-        f" {base * 1000:.2f}mΩ (threshold {limit:g}%)"
+        None
+        if verdict.severity is None
+        else (
+            f"Internal resistance {ohms * 1000:.2f}mΩ is {_num(drift, 0, limit)}% above baseline"
+            f" {base * 1000:.2f}mΩ (threshold {limit:g}%)"
+        )
     )
     return _condition(AlertType.RESISTANCE_DRIFT, verdict, drift, ts, message)
 
@@ -274,7 +311,11 @@ def _soh(soh: float, ts: datetime, th: AlertThresholds) -> Condition:
     levels = _levels(th.soh_warning_pct, th.soh_critical_pct)
     verdict = _judge(soh, False, levels, th.soh_margin_pct)
     limit = verdict.threshold
-    message = f"State of health {_num(soh, 1, limit)}% below threshold {limit:.1f}%"
+    message = (
+        None
+        if verdict.severity is None
+        else (f"State of health {_num(soh, 1, limit)}% below threshold {limit:.1f}%")
+    )
     return _condition(AlertType.SOH_DEGRADED, verdict, soh, ts, message)
 
 
@@ -341,10 +382,27 @@ def _condition(
     )
 
 
+def _newest(readings: Sequence[ReadingLike]) -> ReadingLike | None:
+    """The reading with the greatest ``ts``; of several, the last."""
+    newest = None
+    for reading in readings:
+        if newest is None or reading.ts >= newest.ts:
+            newest = reading
+    return newest
+
+
 def _latest(
-    readings: Sequence[ReadingLike], value_of: Callable[[ReadingLike], float | None]
+    readings: Sequence[ReadingLike],
+    newest: ReadingLike | None,
+    value_of: Callable[[ReadingLike], float | None],
 ) -> tuple[ReadingLike, float] | None:
-    """The latest reading with a non-null value, and that value."""
+    """The latest reading with a non-null value, and that value; of several at the latest
+    time, the last. Usually ``newest`` (from ``_newest``) has the value: one scan serves all
+    measurements."""
+    if newest is not None:
+        value = value_of(newest)
+        if value is not None:
+            return newest, value
     best: tuple[ReadingLike, float] | None = None
     for reading in readings:
         value = value_of(reading)

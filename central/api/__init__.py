@@ -8,11 +8,23 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from central.api import alerts, auth, batteries, health, locations, openapi, research, users
+from central import dashboard
+from central.api import (
+    alerts,
+    auth,
+    batteries,
+    health,
+    locations,
+    metrics,
+    openapi,
+    research,
+    users,
+)
 from central.api.errors import init_errors
 from central.api.extensions import db, jwt, limiter
 from central.api.formats import OrjsonProvider
 from central.api.live import init_socketio
+from central.api.metrics import TOKEN_KEY, init_metrics
 from central.api.schemas import check_path
 from central.api.uploads import UPLOAD_DIR_KEY, DiskUploadRequest
 from central.settings import CentralSettings
@@ -43,6 +55,7 @@ def _config(settings: CentralSettings) -> dict[str, Any]:
         "BRM_CORS_ALLOWED_ORIGINS": api.cors_allowed_origins,
         "BRM_READY_BROKER": settings.mqtt if api.ready_checks_broker else None,
         "BRM_RESEARCH": settings.research,
+        TOKEN_KEY: api.metrics_token.get_secret_value() if api.metrics_token else None,
         UPLOAD_DIR_KEY: settings.research.upload_dir,
     }
 
@@ -65,6 +78,7 @@ def create_app(
     jwt.init_app(app)
     limiter.init_app(app)
     init_errors(app)
+    init_metrics(app)
     app.before_request(check_path)
     init_socketio(app)
     hops = settings.api.proxy_hops
@@ -72,6 +86,8 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     limiter.exempt(health.bp)
     limiter.exempt(openapi.bp)
+    limiter.exempt(metrics.bp)
+    limiter.exempt(dashboard.bp)
     for blueprint in (
         health.bp,
         auth.bp,
@@ -81,6 +97,8 @@ def create_app(
         alerts.bp,
         research.bp,
         openapi.bp,
+        metrics.bp,
+        dashboard.bp,
     ):
         app.register_blueprint(blueprint)
     return app

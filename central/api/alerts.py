@@ -56,9 +56,10 @@ def _get_alert(alert_id: str) -> Alert:
         "Newest `triggered_at` first. `start_date` <= triggered_at <= `end_date` (a time "
         "without a zone is UTC; start_date after end_date is a 422). `total` counts the alerts "
         "matching every filter. `active_count` (not resolved) and `pending_count` (not resolved "
-        "and not acknowledged) count the alerts matching location_id, severity, alert_type and "
-        "the dates, ignoring active_only and acknowledged: they do not change as a client "
-        "switches between the active, acknowledged and all views of the same scope."
+        "and not acknowledged) count the alerts matching location_id, battery_id, severity, "
+        "alert_type and the dates, ignoring active_only and acknowledged: they do not change as "
+        "a client switches between the active, acknowledged and all views of the same scope. "
+        "`battery_id` (beyond the reference): one battery's alerts."
     ),
 )
 def list_alerts() -> ResponseReturnValue:
@@ -71,6 +72,7 @@ def list_alerts() -> ResponseReturnValue:
         raise ApiError(422, f"start_date: {msg}", [{**detail, "type": "value_error"}])
     filters = AlertFilters(
         location_id=query.location_id,
+        battery_id=query.battery_id,
         severity=query.severity,
         alert_type=query.alert_type,
         start=start,

@@ -19,14 +19,15 @@ from central.api.errors import ApiError
 from central.api.extensions import db
 from central.api.formats import timestamp
 from central.api.openapi import operation
-from central.api.schemas import BatteriesQuery, TelemetryQuery, parse_query
+from central.api.schemas import BatteriesQuery, SohHistoryQuery, TelemetryQuery, parse_query
 from central.battery_status import battery_status, worst_severity
 from central.db import queries
 from central.db.models import BatteryAnalytics
 from central.db.queries import AlertSummary
-from central.rul import RulEstimate, RulStatus
+from central.db.soh_history import daily_history
+from central.rul import SECONDS_PER_DAY, RulEstimate, RulStatus
 from common.ids import parse_string_id
-from common.timeutil import utc_now
+from common.timeutil import from_unix, utc_now
 
 bp = Blueprint("batteries", __name__, url_prefix="/api/v1/batteries")
 
@@ -198,14 +199,63 @@ def telemetry(battery_id: str) -> ResponseReturnValue:
     if start > end:
         detail = {"loc": ["query", "start"], "field": "start", "msg": "start is after end"}
         raise ApiError(422, "start: start is after end", [{**detail, "type": "value_error"}])
-    if not queries.battery_exists(db.session, battery_id):
-        raise ApiError(404, f"Battery {battery_id} not found")
     rows = queries.telemetry_range(db.session, battery_id, start, end, query.limit)
-    data = [telemetry_point(row["ts"], row) for row in rows]
+    if rows is None:
+        raise ApiError(404, f"Battery {battery_id} not found")
+    # ``telemetry_point``'s object, built from the plain rows (a thousand per response).
+    data = [
+        {
+            "timestamp": timestamp(ts, ms=True),
+            "voltage": voltage,
+            "current": current,
+            "temperature": temperature,
+            "internal_resistance": resistance,
+            "soc_pct": soc,
+            "soh_pct": soh,
+        }
+        for ts, voltage, current, temperature, resistance, soc, soh in rows
+    ]
     return jsonify(
         battery_id=battery_id,
         start=timestamp(start),
         end=timestamp(end),
         data=data,
         count=len(data),
+    )
+
+
+@bp.get("/<battery_id>/soh-history")
+@jwt_required()
+@operation(
+    summary="Battery SoH history, one point a day",
+    tag="batteries",
+    response=responses.SohHistory,
+    query=SohHistoryQuery,
+    path_params=BATTERY_PARAM,
+    description=(
+        "The daily median SoH the RUL fit sees, over the last `days` days, beside the latest "
+        "RUL estimate: what a chart needs to draw the history and its extrapolation."
+    ),
+)
+def soh_history(battery_id: str) -> ResponseReturnValue:
+    current_active_user()
+    query = parse_query(SohHistoryQuery)
+    if not queries.battery_exists(db.session, battery_id):
+        raise ApiError(404, f"Battery {battery_id} not found")
+    since_day = int(utc_now().timestamp() // SECONDS_PER_DAY) - query.days + 1
+    days, _ = daily_history(db.session, battery_id, since_day)
+    points = [
+        {
+            "date": from_unix(int(day) * SECONDS_PER_DAY).date().isoformat(),
+            "t": timestamp(from_unix(float(t))),
+            "soh_pct": round(float(soh), 3),
+            "n": int(n),
+        }
+        for day, t, soh, n in zip(days.day, days.t, days.soh, days.n, strict=True)
+    ]
+    return jsonify(
+        battery_id=battery_id,
+        days=query.days,
+        points=points,
+        rul=rul_json(queries.battery_analytics(db.session, battery_id)),
     )

@@ -18,6 +18,7 @@ from central.api.extensions import jwt
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+ERROR_CODE_KEY = "error_code"  # on ``g``: the code of the envelope sent (counted in /metrics)
 INVALID_CREDENTIALS = "Could not validate credentials"
 
 CODES = {
@@ -63,10 +64,12 @@ def error_response(
 ) -> Response:
     """The envelope for ``status``; the only place an error body is built. ``code`` overrides
     the status's usual code (the research reference's ``INVALID_FILE_FORMAT`` is a 400)."""
+    code = code or CODES.get(status, "ERROR")
+    setattr(g, ERROR_CODE_KEY, code)
     body = {
         "detail": message,
         "error": {
-            "code": code or CODES.get(status, "ERROR"),
+            "code": code,
             "message": message,
             "details": details or [],
             "trace_id": request_id(),

@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import jwt_required
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import defer
 
 from central.api import responses
 from central.api.auth import current_active_user, require_engineer
@@ -68,31 +69,50 @@ def battery_json(battery: ResearchBattery) -> dict[str, Any]:
     }
 
 
-def _cycle_json(cycle: ResearchCycle, grid: bytes | None) -> dict[str, Any]:
-    voltage = cycle.voltage if cycle.voltage is not None else grid
+def _cycle_json(cycle: ResearchCycle, grid: bytes | None, arrays: bool = True) -> dict[str, Any]:
+    """The reference's cycle; without ``arrays`` its arrays are empty (and never loaded)."""
+    if arrays:
+        voltage = cycle.voltage if cycle.voltage is not None else grid
+        blobs = (voltage, cycle.current, cycle.temperature, cycle.time_s, cycle.discharge_capacity)
+        series = [unpack(blob).tolist() for blob in blobs]
+    else:
+        series = [[], [], [], [], []]
+    voltage_v, current, temperature, time_s, discharge_capacity = series
     return {
         "id": cycle.id,
         "battery_id": cycle.battery_id,
         "cycle_index": cycle.cycle_index,
-        "voltage": unpack(voltage).tolist(),
-        "current": unpack(cycle.current).tolist(),
-        "temperature": unpack(cycle.temperature).tolist(),
+        "voltage": voltage_v,
+        "current": current,
+        "temperature": temperature,
         "soh": cycle.soh,
         "rul": cycle.rul,
         "capacity_ah": cycle.capacity_ah,
-        "time": unpack(cycle.time_s).tolist(),
-        "discharge_capacity": unpack(cycle.discharge_capacity).tolist(),
+        "time": time_s,
+        "discharge_capacity": discharge_capacity,
         "ambient_temperature": cycle.ambient_temperature,
     }
 
 
 def _page(
-    model: type[T], where: list[Any], order: Any, page: int, page_size: int
+    model: type[T],
+    where: list[Any],
+    order: Any,
+    page: int,
+    page_size: int,
+    *,
+    options: Sequence[Any] = (),
 ) -> tuple[Sequence[T], dict[str, int]]:
-    """One page of ``model`` rows and the reference's ``meta`` (a page past the last is empty)."""
+    """One page of ``model`` rows and the reference's ``meta`` (a page past the last is empty);
+    ``options``: the ORM's loader options (columns left unloaded)."""
     total = db.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
     rows = db.session.scalars(
-        select(model).where(*where).order_by(order).offset((page - 1) * page_size).limit(page_size)
+        select(model)
+        .options(*options)
+        .where(*where)
+        .order_by(order)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
     ).all()
     meta = {
         "page": page,
@@ -274,7 +294,9 @@ def delete_battery(battery_id: str) -> ResponseReturnValue:
     description=(
         "Ordered by `cycle_index`. `soh` = discharge capacity / nominal capacity; `rul` = cycles "
         "left until SoH first falls below the dataset's `eol_threshold` (null where the cell "
-        "never reached it). Severson cells carry `discharge_capacity` on the voltage grid."
+        "never reached it). Severson cells carry `discharge_capacity` on the voltage grid. "
+        "`arrays=false` (beyond the reference) leaves every array empty: a plot of SoH and RUL "
+        "per cycle gets a page in a few kB instead of megabytes."
     ),
 )
 def list_cycles(battery_id: str) -> ResponseReturnValue:
@@ -284,8 +306,19 @@ def list_cycles(battery_id: str) -> ResponseReturnValue:
     where = [ResearchCycle.battery_id == battery.id]
     if query.cycle_index is not None:
         where.append(ResearchCycle.cycle_index == query.cycle_index)
-    rows, meta = _page(ResearchCycle, where, ResearchCycle.cycle_index, query.page, query.page_size)
-    return jsonify(items=[_cycle_json(c, battery.voltage_grid) for c in rows], meta=meta)
+    blobs = (
+        ResearchCycle.voltage,
+        ResearchCycle.current,
+        ResearchCycle.temperature,
+        ResearchCycle.time_s,
+        ResearchCycle.discharge_capacity,
+    )
+    options = () if query.arrays else [defer(column) for column in blobs]
+    order = ResearchCycle.cycle_index
+    rows, meta = _page(ResearchCycle, where, order, query.page, query.page_size, options=options)
+    return jsonify(
+        items=[_cycle_json(c, battery.voltage_grid, query.arrays) for c in rows], meta=meta
+    )
 
 
 def _actual_cycle_life(battery: ResearchBattery) -> int | None:

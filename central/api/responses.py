@@ -7,6 +7,7 @@ these models are the contract those dicts are checked against.
 
 from __future__ import annotations
 
+import datetime
 from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -189,6 +190,20 @@ class TelemetrySeries(_Response):
     end: Timestamp = _timestamp("UTC")
     data: list[TelemetryPoint] = Field(description="oldest first; the newest `limit` readings")
     count: int
+
+
+class SohDay(_Response):
+    date: datetime.date = Field(description="the UTC day")
+    t: Timestamp = _timestamp("the mean time of the day's readings, UTC")
+    soh_pct: float = Field(description="the median SoH of the day's readings, %")
+    n: int = Field(description="readings that day")
+
+
+class SohHistory(_Response):
+    battery_id: str
+    days: int
+    points: list[SohDay] = Field(description="one a day with readings, oldest first")
+    rul: Rul | None = Field(description="the battery detail's `rul` object")
 
 
 class AlertResponse(_Response):

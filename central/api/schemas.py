@@ -83,8 +83,13 @@ class TelemetryQuery(_Body):
     _utc_times = field_validator("start", "end")(_utc)
 
 
+class SohHistoryQuery(_Body):
+    days: int = Field(730, ge=1, le=3650, description="the last this many days")
+
+
 class AlertsQuery(Page):
     location_id: str | None = Field(None, max_length=64, description="only this location")
+    battery_id: str | None = Field(None, max_length=64, description="only this battery")
     severity: Literal["info", "warning", "critical"] | None = Field(
         None, description="only this severity"
     )
@@ -202,6 +207,9 @@ class CyclesQuery(_Body):
     page: int = Field(1, ge=1, le=2**31 - 1, description="page number, from 1")
     page_size: int = Field(20, ge=1, le=100, description="cycles per page")
     cycle_index: int | None = Field(None, ge=0, le=2**31 - 1, description="only this cycle")
+    arrays: bool = Field(
+        True, description="false: the per-sample arrays come back empty (SoH and RUL plots)"
+    )
 
 
 class ResearchMetadata(_Body):

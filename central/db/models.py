@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from central.migrations.pg_telemetry import COVERED_COLUMNS
 from common.timeutil import ensure_utc, utc_now
 
 ID = 64  # longest ID column (battery IDs are ~32 characters)
@@ -164,10 +166,16 @@ class Telemetry(_Measurements, Base):
     """Every reading once, keyed by ``(battery_id, ts)``.
 
     The primary key serves "one battery over a time range" and, read backwards, "latest of one
-    battery". On PostgreSQL the table is partitioned by month on ``ts`` (see the migrations).
+    battery"; on PostgreSQL it carries the measured values too, so those reads need not visit the
+    table, which is partitioned by month on ``ts`` (see ``central.migrations.pg_telemetry``).
     """
 
     __tablename__ = "telemetry"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "battery_id", "ts", name="pk_telemetry", postgresql_include=list(COVERED_COLUMNS)
+        ),
+    )
 
     battery_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     ts: Mapped[datetime] = mapped_column(primary_key=True)
@@ -320,6 +328,7 @@ class Alert(Base):
             sqlite_where=text("resolved_at IS NULL"),
         ),
         Index("ix_alerts_location_id_triggered_at", "location_id", "triggered_at"),
+        Index("ix_alerts_battery_id_triggered_at", "battery_id", "triggered_at"),
         Index("ix_alerts_triggered_at", "triggered_at"),
     )
 

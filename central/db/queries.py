@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, RowMapping, and_, case, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    RowMapping,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from central.battery_status import SOH_CRITICAL_PCT
@@ -142,8 +153,17 @@ def active_alerts(session: Session, battery_ids: Iterable[str]) -> dict[str, Ale
 
 def telemetry_range(
     session: Session, battery_id: str, start: datetime, end: datetime, limit: int
-) -> list[RowMapping]:
-    """The newest ``limit`` readings with ``start <= ts <= end``, oldest first."""
+) -> list[Row[Any]] | None:
+    """The newest ``limit`` readings with ``start <= ts <= end``, oldest first, as rows of
+    ``(ts, voltage, current, temperature, internal_resistance, soc_pct, soh_pct)``; None when
+    there is no such battery.
+
+    The usual request costs one round trip: the statement itself requires the battery to exist
+    (a filter evaluated once), and only an empty answer asks again, to tell an unknown battery
+    from an empty range.
+    """
+    battery = bindparam("battery_id", battery_id)  # one parameter for both conditions
+    known = select(Battery.battery_id).where(Battery.battery_id == battery).exists()
     statement = (
         select(
             Telemetry.ts,
@@ -154,13 +174,16 @@ def telemetry_range(
             Telemetry.soc_pct,
             Telemetry.soh_pct,
         )
-        .where(Telemetry.battery_id == battery_id, Telemetry.ts >= start, Telemetry.ts <= end)
+        .where(known, Telemetry.battery_id == battery, Telemetry.ts >= start, Telemetry.ts <= end)
         .order_by(Telemetry.ts.desc())
         .limit(limit)
     )
-    # Core on the session's connection: no ORM result processing for a thousand plain rows.
-    rows = session.connection().execute(statement).mappings().all()
-    return list(reversed(rows))
+    # Core on the session's connection, plain rows: no ORM or mapping work for a thousand rows.
+    rows = list(session.connection().execute(statement).all())
+    if not rows and not battery_exists(session, battery_id):
+        return None
+    rows.reverse()
+    return rows
 
 
 def list_locations(session: Session) -> Sequence[Location]:
@@ -230,11 +253,13 @@ def battery_analytics(session: Session, battery_id: str) -> BatteryAnalytics | N
 class AlertFilters:
     """What a list of alerts is narrowed to.
 
-    The scope (location, severity, type, triggered between ``start`` and ``end``, both included)
-    and the state (``active_only``, ``acknowledged``); the list's counts look at the scope only.
+    The scope (location, battery, severity, type, triggered between ``start`` and ``end``, both
+    included) and the state (``active_only``, ``acknowledged``); the list's counts look at the
+    scope only.
     """
 
     location_id: str | None = None
+    battery_id: str | None = None
     severity: str | None = None
     alert_type: str | None = None
     start: datetime | None = None
@@ -246,6 +271,8 @@ class AlertFilters:
         where: list[ColumnElement[bool]] = []
         if self.location_id is not None:
             where.append(Alert.location_id == self.location_id)
+        if self.battery_id is not None:
+            where.append(Alert.battery_id == self.battery_id)
         if self.severity is not None:
             where.append(Alert.severity == self.severity)
         if self.alert_type is not None:

@@ -17,6 +17,11 @@ than a live batch of one each; a spike inside a backlog batch that is gone by it
 The resistance baseline is the median of the block's first ``baseline_readings`` valid readings in
 the store: counted in memory until there are enough, then read and kept in ``battery_analytics``.
 
+Live readings. Each new reading of a batch becomes a ``telemetry_update``, oldest first, so a
+live chart misses none when two polls land in one batch. A backlog (an agent back from an outage
+delivers hours at once) sends only each battery's newest ``LIVE_READINGS_PER_BATCH``: a live feed
+is no replay channel, and clients fetch the gap through the telemetry endpoint.
+
 Manual resolves. The API (maybe in another process) resolves a row by setting ``resolved_at``.
 Before deciding for a battery with an active alert the engine checks its rows, and every change of
 an alert applies only while it is still active; either way a row found resolved turns the state
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,16 +66,22 @@ from common.units import MEASUREMENTS
 
 log = logging.getLogger(__name__)
 
+# Readings per battery one batch sends live: a few polls' worth (a slow batch, an agent catching
+# up a minute), not a backlog.
+LIVE_READINGS_PER_BATCH = 10
+
 Emit = Callable[[LiveEvents], None]
 
 
 @dataclass(frozen=True)
 class RulUpdate:
-    """A new RUL estimate of one battery: ``rul_days`` None is no end of life in sight."""
+    """A new RUL estimate of one battery: ``rul_days`` None is no end of life in sight.
+    ``baseline_ohm``: a replaced block's own resistance baseline, stored already."""
 
     battery_id: str
     rul_days: float | None
     as_of: datetime
+    baseline_ohm: float | None = None
 
 
 @dataclass
@@ -149,6 +160,8 @@ class AlertEngine:
         """A new estimate, to be evaluated in the next transaction."""
         held = self._rul.get(update.battery_id)
         if held is None or update.as_of >= held.as_of:
+            if held is not None and update.baseline_ohm is None:  # a new baseline is kept
+                update = replace(update, baseline_ohm=held.baseline_ohm)
             self._rul[update.battery_id] = update
 
     def forget_models(self, site_id: str) -> None:
@@ -261,8 +274,10 @@ class AlertEngine:
     def _readings(
         self, battery_id: str, tracked: Tracked, group: list[Reading], session: Session
     ) -> None:
-        newest = max(group, key=lambda r: r.ts)
-        self._pending.append(_telemetry_update(tracked.location_id, newest))
+        in_order = sorted(group, key=lambda r: r.ts)
+        newest = in_order[-1]
+        for reading in in_order[-LIVE_READINGS_PER_BATCH:]:
+            self._pending.append(_telemetry_update(tracked.location_id, reading))
         if tracked.latest_ts is None or newest.ts > tracked.latest_ts:
             tracked.latest_ts, tracked.soh_pct = newest.ts, newest.soh_pct
         context = BatteryContext(baseline_resistance_ohm=tracked.baseline_ohm)
@@ -318,6 +333,8 @@ class AlertEngine:
             tracked = self._tracked[update.battery_id]
             if tracked.rul_as_of is None or update.as_of >= tracked.rul_as_of:
                 tracked.rul_days, tracked.rul_as_of = update.rul_days, update.as_of
+            if update.baseline_ohm is not None:  # a replaced block: drift from its own
+                tracked.baseline_ohm, tracked.resistances = update.baseline_ohm, None
             context = BatteryContext(rul_days=tracked.rul_days, rul_as_of=tracked.rul_as_of)
             thresholds = self.settings.for_model(tracked.model)
             for condition in evaluate(context, (), thresholds):

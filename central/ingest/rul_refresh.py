@@ -7,11 +7,17 @@ rest), each battery in its own short transaction. Results go to ``battery_analyt
 ``RulUpdate``s, to ``results``, which the ingest loop hands to the alert engine: rul_warning and
 rul_critical are judged in ingest's next transaction, where the lifecycle state lives.
 
-History: daily medians (PostgreSQL aggregates them in SQL; SQLite's readings are fetched and
-aggregated with ``daily_medians``). A battery's complete days (all but its last two) are cached,
-so a refresh reads only its newest days; the cache holds ``max_cached`` batteries (least recently
-refreshed dropped first). Days that arrive late, for a day already cached, count from the next
-restart of ingest.
+History: daily medians (``central.db.soh_history``). A battery's complete days (all but its last
+two) are cached, so a refresh reads only its newest days; the cache holds ``max_cached`` batteries
+(least recently refreshed dropped first). Days that arrive late, for a day already cached, count
+from the next restart of ingest.
+
+Replacement. A block swapped for a new one shows as a step up in its daily SoH
+(``central.rul.replacement_start``): from then on only the new block's days are fitted and
+cached. Until it has the history a fit needs, it has no estimate: the old block's is taken away,
+and the alert engine is told there is no end of life in sight. Its resistance baseline restarts
+from its own first ``baseline_readings`` once they are in, if resistance stepped down with SoH
+(``central.alerts.renewed_baseline``), and goes to the alert engine with the next update.
 """
 
 from __future__ import annotations
@@ -27,95 +33,36 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from central.db.models import BatteryAnalytics, Telemetry
+from central.alerts import AlertSettings, renewed_baseline
+from central.db.models import BatteryAnalytics
+from central.db.soh_history import Days, daily_history, resistances_around
 from central.ingest.alerting import RulUpdate
-from central.rul import SECONDS_PER_DAY, RulEstimate, daily_medians, estimate_rul
+from central.rul import SECONDS_PER_DAY, RulEstimate, estimate_rul, replacement_start
 from common.timeutil import from_unix, utc_now
 
 log = logging.getLogger(__name__)
 
 RUL_REFRESH_S = 300.0
-UNIX_EPOCH_JULIAN_DAY = 2440587.5
-
-# One row a UTC day: its day number, the mean time of its readings, their median, their count.
-PG_DAILY = text(
-    """
-    SELECT floor(extract(epoch FROM ts) / 86400)::bigint AS day,
-           avg(extract(epoch FROM ts)) AS t,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY soh_pct) AS soh,
-           count(*) AS n,
-           max(ts) AS newest
-    FROM telemetry
-    WHERE battery_id = :battery_id AND soh_pct IS NOT NULL AND ts >= :since
-    GROUP BY 1
-    ORDER BY 1
-    """
+BASELINE_READINGS = AlertSettings.model_fields["baseline_readings"].default
+RUL_COLUMNS = (
+    "rul_status",
+    "rul_days",
+    "rul_low_days",
+    "rul_high_days",
+    "rul_interval_pct",
+    "predicted_eol_date",
+    "soh_now_pct",
+    "fade_pct_per_year",
+    "rul_n_points",
+    "rul_n_days",
+    "rul_method",
+    "rul_computed_at",
 )
 
 Estimator = Callable[..., RulEstimate | None]
-
-
-@dataclass(frozen=True)
-class Days:
-    """Daily points of one battery's SoH: day number, mean time (Unix s), median, count."""
-
-    day: np.ndarray
-    t: np.ndarray
-    soh: np.ndarray
-    n: np.ndarray
-
-    @classmethod
-    def empty(cls) -> Days:
-        return cls(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, np.int64))
-
-    def before(self, day: int) -> Days:
-        keep = self.day < day
-        return Days(self.day[keep], self.t[keep], self.soh[keep], self.n[keep])
-
-    def then(self, newer: Days) -> Days:
-        return Days(
-            np.concatenate([self.day, newer.day]),
-            np.concatenate([self.t, newer.t]),
-            np.concatenate([self.soh, newer.soh]),
-            np.concatenate([self.n, newer.n]),
-        )
-
-
-def daily_history(session: Session, battery_id: str, since_day: int) -> tuple[Days, float | None]:
-    """The battery's daily SoH points from ``since_day`` on, and the time of its newest reading
-    with a SoH (Unix s; None without any)."""
-    since = from_unix(since_day * SECONDS_PER_DAY)
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(PG_DAILY, {"battery_id": battery_id, "since": since}).all()
-        if not rows:
-            return Days.empty(), None
-        day, t, soh, n, newest = zip(*rows, strict=True)
-        days = Days(np.array(day, np.int64), np.array(t, float), np.array(soh, float), np.array(n))
-        return days, max(newest).timestamp()
-    unix = (func.julianday(Telemetry.ts) - UNIX_EPOCH_JULIAN_DAY) * SECONDS_PER_DAY
-    rows = session.execute(
-        select(unix, Telemetry.soh_pct).where(
-            Telemetry.battery_id == battery_id,
-            Telemetry.soh_pct.is_not(None),
-            Telemetry.ts >= since,
-        )
-    ).all()
-    if not rows:
-        return Days.empty(), None
-    times = np.array([r[0] for r in rows], float)
-    values = np.array([r[1] for r in rows], float)
-    t, soh = daily_medians(times, values)
-    day, n = np.unique(np.floor(times / SECONDS_PER_DAY).astype(np.int64), return_counts=True)
-    newest = session.scalar(  # exact, where julianday is a few microseconds off
-        select(func.max(Telemetry.ts)).where(
-            Telemetry.battery_id == battery_id, Telemetry.soh_pct.is_not(None)
-        )
-    )
-    return Days(day, t, soh, n), newest.timestamp()
 
 
 def _float(value: float | None) -> float | None:
@@ -125,7 +72,21 @@ def _float(value: float | None) -> float | None:
 
 def save_estimate(session: Session, battery_id: str, estimate: RulEstimate) -> None:
     """Upsert the RUL columns of the battery's analytics row (its baseline is left alone)."""
-    values: dict[str, Any] = {
+    _upsert(session, battery_id, _estimate_columns(estimate))
+
+
+def clear_estimate(session: Session, battery_id: str) -> None:
+    """No estimate (a new block without the history for one): the RUL columns to null."""
+    _upsert(session, battery_id, dict.fromkeys(RUL_COLUMNS))
+
+
+def save_baseline(session: Session, battery_id: str, ohm: float) -> None:
+    """A replaced block's own resistance baseline, over the old block's."""
+    _upsert(session, battery_id, {"resistance_baseline_ohm": ohm})
+
+
+def _estimate_columns(estimate: RulEstimate) -> dict[str, Any]:
+    return {
         "rul_status": estimate.status.value,
         "rul_days": _float(estimate.rul_days),
         "rul_low_days": _float(estimate.rul_low_days),
@@ -138,8 +99,11 @@ def save_estimate(session: Session, battery_id: str, estimate: RulEstimate) -> N
         "rul_n_days": estimate.n_days,
         "rul_method": estimate.method,
         "rul_computed_at": estimate.computed_at,
-        "updated_at": utc_now(),
     }
+
+
+def _upsert(session: Session, battery_id: str, values: dict[str, Any]) -> None:
+    values = {**values, "updated_at": utc_now()}
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -164,6 +128,7 @@ class RulRefresher:
         clock: Callable[[], float] = time.monotonic,
         duty: float = 0.25,
         max_cached: int = 1000,
+        baseline_readings: int = BASELINE_READINGS,
     ) -> None:
         self._sessions = sessions
         self.refresh_s = refresh_s
@@ -171,10 +136,12 @@ class RulRefresher:
         self._clock = clock
         self._duty = duty
         self._max_cached = max_cached
+        self.baseline_readings = baseline_readings
         self._lock = threading.Lock()
         self._noted: dict[str, float] = {}  # new readings since its last refresh, noted when
         self._last: dict[str, float] = {}  # when each battery was last refreshed
-        self._days: OrderedDict[str, Days] = OrderedDict()
+        self._days: OrderedDict[str, _Cached] = OrderedDict()
+        self._rebased: dict[str, int] = {}  # replaced blocks whose baseline is settled: the day
         self.results: queue.SimpleQueue[RulUpdate] = queue.SimpleQueue()
 
     def note(self, battery_ids: Iterable[str]) -> None:
@@ -220,36 +187,87 @@ class RulRefresher:
         return len(due)
 
     def refresh(self, battery_id: str) -> RulEstimate | None:
-        """Fit the battery's history, store the estimate, queue it for the alert engine."""
+        """Fit the battery's history, store the estimate, queue it for the alert engine (a
+        replaced block: see the module's docstring)."""
         with self._lock:
             self._noted.pop(battery_id, None)
             self._last[battery_id] = self._clock()
+        baseline, settled = None, False
         try:
-            estimate = self._estimate(battery_id)
-            if estimate is not None:
-                with self._sessions() as session, session.begin():
+            fitted = self._estimate(battery_id)
+            if fitted is None:
+                return None
+            estimate, renewed = fitted.estimate, fitted.renewed_day
+            if estimate is None and renewed is None:
+                return None
+            with self._sessions() as session, session.begin():
+                if estimate is not None:
                     save_estimate(session, battery_id, estimate)
+                else:
+                    clear_estimate(session, battery_id)
+                if renewed is not None and self._rebased.get(battery_id) != renewed:
+                    settled, baseline = self._rebase(session, battery_id, renewed)
         except SQLAlchemyError as exc:
             log.warning("RUL of %s not refreshed: %s", battery_id, exc)
             return None
+        if settled:
+            self._rebased[battery_id] = renewed
         if estimate is not None:
-            self.results.put(RulUpdate(battery_id, _float(estimate.rul_days), estimate.computed_at))
+            days, as_of = _float(estimate.rul_days), estimate.computed_at
+        else:
+            days, as_of = None, from_unix(fitted.newest)
+        self.results.put(RulUpdate(battery_id, days, as_of, baseline))
         return estimate
 
-    def _estimate(self, battery_id: str) -> RulEstimate | None:
-        cached = self._days.pop(battery_id, None) or Days.empty()
-        since_day = int(cached.day[-1]) + 1 if cached.day.size else 0
+    def _rebase(self, session: Session, battery_id: str, day: int) -> tuple[bool, float | None]:
+        """(whether it is settled, the new baseline if any) for a block put in on ``day``."""
+        at = from_unix(day * SECONDS_PER_DAY)
+        before, after = resistances_around(session, battery_id, at, self.baseline_readings)
+        if len(after) < self.baseline_readings:
+            return False, None
+        baseline = renewed_baseline(before, after, self.baseline_readings)
+        if baseline is not None:
+            save_baseline(session, battery_id, baseline)
+            log.info("%s replaced on %s: resistance baseline %.6f ohm", battery_id, at, baseline)
+        return True, baseline
+
+    def _estimate(self, battery_id: str) -> _Fitted | None:
+        cached = self._days.pop(battery_id, None) or _Cached(Days.empty(), None)
+        known = cached.days
+        since_day = int(known.day[-1]) + 1 if known.day.size else 0
         with self._sessions() as session:
             newer, newest = daily_history(session, battery_id, since_day)
-        days = cached.then(newer)
+        days = known.then(newer)
         if newest is None and days.day.size:
             newest = float(days.t[-1])
         if newest is None:
             return None
-        self._days[battery_id] = days.before(int(newest // SECONDS_PER_DAY) - 1)
+        renewed = cached.renewed_day
+        first = replacement_start(days.soh)
+        if first:  # the old block's days leave the fit and the cache
+            days = days.since(first)
+            renewed = int(days.day[0])
+        complete = days.before(int(newest // SECONDS_PER_DAY) - 1)
+        self._days[battery_id] = _Cached(complete, renewed)
         while len(self._days) > self._max_cached:
             self._days.popitem(last=False)
         estimate = self.estimator(days.t, days.soh, from_unix(newest))
-        if estimate is None:
-            return None
-        return dataclasses.replace(estimate, n_points=int(days.n.sum()))
+        if estimate is not None:
+            estimate = dataclasses.replace(estimate, n_points=int(days.n.sum()))
+        return _Fitted(estimate, newest, renewed)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """A battery's complete days (its present block's), and the first day of that block when
+    it replaced another."""
+
+    days: Days
+    renewed_day: int | None
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    estimate: RulEstimate | None
+    newest: float  # Unix s of the newest reading with a SoH
+    renewed_day: int | None

@@ -91,7 +91,7 @@ class IngestService:
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.stats = IngestStats()
         self.alerting = AlertEngine(alerts)
-        self.rul = RulRefresher(sessions, rul_refresh_s)
+        self.rul = RulRefresher(sessions, rul_refresh_s, baseline_readings=alerts.baseline_readings)
         # No sweep before ingest has run as long as a battery may be silent: after an outage of
         # ingest, the broker's backlog refreshes every battery's receive time first.
         self._sweep_from = time.monotonic() + alerts.communication_after_s
@@ -242,9 +242,14 @@ class IngestService:
                 for batch, result in zip(telemetry, results, strict=True):
                     delta.readings_inserted += result.inserted
                     delta.readings_duplicate += result.duplicates
-                    new.extend(
-                        r for r, stored in zip(batch.readings, result.stored, strict=True) if stored
-                    )
+                    if result.duplicates == 0:
+                        new.extend(batch.readings)
+                    else:
+                        new.extend(
+                            r
+                            for r, stored in zip(batch.readings, result.stored, strict=True)
+                            if stored
+                        )
                 self.alerting.on_readings(session, new, now)
         except BaseException:
             self.alerting.rollback()

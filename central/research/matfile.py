@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
+import tempfile
 import warnings
 import zlib
 from abc import ABC, abstractmethod
@@ -200,93 +201,66 @@ def _check_v4(fh: BinaryIO, size: int, byte_order: str, budget: Budget) -> None:
             )
 
 
-class _Inflow:
-    """The bytes of one top-level v5 element, inflated on demand and never kept.
+def _inflate(fh: BinaryIO, nbytes: int, spent: list[int], budget: int) -> bytearray:
+    """One compressed top-level element, inflated chunk by chunk against the file's budget.
 
-    Every byte produced counts against the file's budget, so a zlib bomb is stopped after at
-    most one chunk over it; at most one chunk of output is held at a time.
+    Every byte produced counts (``spent``: the running total for the whole file), so a zlib bomb
+    is stopped at most one chunk past the budget. The output is held whole for the walk (the
+    walk over one buffer is several times faster than over a stream of chunks), then written
+    out and dropped before scipy reads: scipy's own arrays are as large, so the peak is unchanged.
     """
+    inflater = zlib.decompressobj()
+    inflated = bytearray()
+    left = nbytes
+    pending = b""
+    while not inflater.eof:
+        if not pending and left:
+            pending = fh.read(min(_CHUNK, left))
+            if not pending:
+                break
+            left -= len(pending)
+        # Also called without input: zlib may still hold output that did not fit in one chunk.
+        piece = inflater.decompress(pending, _CHUNK)
+        pending = inflater.unconsumed_tail
+        spent[0] += len(piece)
+        if spent[0] > budget:
+            raise InvalidMatFileError(
+                TOO_LARGE, [f"the variables decompress to over {_mib(budget)}, the limit per file"]
+            )
+        inflated += piece
+        if not piece and not pending and not left:
+            break
+    if not inflater.eof:
+        raise InvalidMatFileError(UNREADABLE, ["a compressed variable is cut short or corrupt"])
+    return inflated
 
-    def __init__(
-        self, fh: BinaryIO, nbytes: int, compressed: bool, spent: list[int], budget: int
-    ) -> None:
-        self._fh = fh
-        self._left = nbytes
-        self._inflater = zlib.decompressobj() if compressed else None
-        self._pending = b""
-        self._buffer = b""
-        self._offset = 0
-        self._spent = spent  # one-element list: the running total for the whole file
-        self._budget = budget
+
+class _Cursor:
+    """A position in one top-level element's bytes, held in memory."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data = memoryview(data)
+        self._size = len(data)
         self.position = 0
 
-    def _produce(self) -> bytes:
-        """The next chunk of output; empty once the element is exhausted."""
-        if self._inflater is None:
-            piece = self._fh.read(min(_CHUNK, self._left))
-            self._left -= len(piece)
-            return self._count(piece)
-        while not self._inflater.eof:
-            if not self._pending and self._left:
-                self._pending = self._fh.read(min(_CHUNK, self._left))
-                if not self._pending:
-                    return b""
-                self._left -= len(self._pending)
-            piece = self._inflater.decompress(self._pending, _CHUNK)
-            self._pending = self._inflater.unconsumed_tail
-            if piece:
-                return self._count(piece)
-            if not self._pending and not self._left:
-                return b""
-        return b""
-
-    def _count(self, piece: bytes) -> bytes:
-        self._spent[0] += len(piece)
-        if self._spent[0] > self._budget:
-            raise InvalidMatFileError(
-                TOO_LARGE,
-                [f"the variables decompress to over {_mib(self._budget)}, the limit per file"],
-            )
-        return piece
-
-    def _take(self, n: int, end: int, *, keep: bool) -> bytes:
-        if self.position + n > end:
-            raise InvalidMatFileError(UNREADABLE, ["an element runs past the matrix that holds it"])
-        parts = []
-        left = n
-        while left:
-            if self._offset == len(self._buffer):
-                self._buffer, self._offset = self._produce(), 0
-                if not self._buffer:
-                    raise InvalidMatFileError(
-                        UNREADABLE, ["the file is truncated inside a variable"]
-                    )
-            step = min(left, len(self._buffer) - self._offset)
-            if keep:
-                parts.append(self._buffer[self._offset : self._offset + step])
-            self._offset += step
-            left -= step
-        self.position += n
-        return b"".join(parts)
-
-    def read(self, n: int, end: int) -> bytes:
+    def read(self, n: int, end: int) -> memoryview:
         """Exactly ``n`` bytes, which must lie before ``end`` (the enclosing matrix's end)."""
-        return self._take(n, end, keep=True)
+        start = self.position
+        self.skip(n, end)
+        return self._data[start : self.position]
 
     def skip(self, n: int, end: int) -> None:
-        """Step over ``n`` bytes (array data) without holding them."""
-        self._take(n, end, keep=False)
-
-    def drain(self) -> None:
-        """Consume the rest, so the whole stream is budgeted and a cut-off stream detected."""
-        while self._produce():
-            pass
-        if self._inflater is not None and not self._inflater.eof:
-            raise InvalidMatFileError(UNREADABLE, ["a compressed variable is cut short or corrupt"])
+        """Step over ``n`` bytes (array data)."""
+        stop = self.position + n
+        if stop > end:
+            raise InvalidMatFileError(UNREADABLE, ["an element runs past the matrix that holds it"])
+        if stop > self._size:
+            raise InvalidMatFileError(UNREADABLE, ["the file is truncated inside a variable"])
+        self.position = stop
 
 
 def _element(
-    flow: _Inflow, end: int, byte_order: str, allowed: frozenset[int], *, keep: bool = True
+    flow: _Cursor, end: int, byte_order: str, allowed: frozenset[int], *, keep: bool = True
 ) -> tuple[int, bytes]:
     """One sub-element (type, data) in the small or the full tag format, of an allowed type.
 
@@ -314,7 +288,7 @@ def _element(
     return mdtype, data
 
 
-def _walk_matrix(flow: _Inflow, end: int, depth: int, byte_order: str, budget: Budget) -> None:
+def _walk_matrix(flow: _Cursor, end: int, depth: int, byte_order: str, budget: Budget) -> None:
     """Check one miMATRIX payload the way scipy will read it, so that reading stays bounded.
 
     scipy reads nested matrices in sequence without bounding each by its byte count, sizes
@@ -344,7 +318,7 @@ def _walk_matrix(flow: _Inflow, end: int, depth: int, byte_order: str, budget: B
     flow.skip(end - flow.position, end)  # a top-level matrix: scipy seeks past any slack
 
 
-def _matrix_header(flow: _Inflow, end: int, byte_order: str, budget: Budget) -> tuple[int, int]:
+def _matrix_header(flow: _Cursor, end: int, byte_order: str, budget: Budget) -> tuple[int, int]:
     """Read a matrix's flags, dimensions and name: how many matrices and data elements follow."""
     _, flags = _element(flow, end, byte_order, _UINT32)
     if len(flags) != 8:
@@ -375,7 +349,7 @@ def _matrix_header(flow: _Inflow, end: int, byte_order: str, budget: Budget) -> 
 
 
 def _child_count(
-    flow: _Inflow, end: int, matrix_class: int, count: int, *, byte_order: str, budget: Budget
+    flow: _Cursor, end: int, matrix_class: int, count: int, *, byte_order: str, budget: Budget
 ) -> int:
     """How many matrices a cell/struct/object/function holds; scipy allocates ``count`` slots."""
     if matrix_class == _MX_FUNCTION:
@@ -398,9 +372,16 @@ def _child_count(
     return count * (len(names) // name_length)
 
 
-def _check_v5(fh: BinaryIO, size: int, byte_order: str, budget: Budget) -> None:
-    """Walk every top-level element: inside the file, within budget, structurally bounded."""
+def _check_v5(fh: BinaryIO, size: int, byte_order: str, budget: Budget, image: BinaryIO) -> None:
+    """Walk every top-level element: inside the file, within budget, structurally bounded.
+
+    What was checked goes to ``image`` as an uncompressed v5 file (the header, then each
+    variable's matrix inflated), which scipy then reads: the file is inflated once, not twice,
+    and the inflated bytes wait on disk, not in memory, while scipy builds its arrays.
+    """
     position, spent = HEADER_BYTES, [0]
+    fh.seek(0)
+    image.write(fh.read(HEADER_BYTES))
     while position < size:
         fh.seek(position)
         tag = fh.read(8)
@@ -418,15 +399,28 @@ def _check_v5(fh: BinaryIO, size: int, byte_order: str, budget: Budget) -> None:
                 UNREADABLE,
                 [f"truncated: a variable needs {nbytes} bytes, {size - position - 8} remain"],
             )
-        flow = _Inflow(fh, nbytes, mdtype == _MI_COMPRESSED, spent, budget.max_decompressed_bytes)
+        if mdtype == _MI_COMPRESSED:
+            data = _inflate(fh, nbytes, spent, budget.max_decompressed_bytes)
+        else:
+            spent[0] += nbytes
+            if spent[0] > budget.max_decompressed_bytes:
+                limit = _mib(budget.max_decompressed_bytes)
+                raise InvalidMatFileError(
+                    TOO_LARGE, [f"the variables decompress to over {limit}, the limit per file"]
+                )
+            data = fh.read(nbytes)
+        flow = _Cursor(data)
         if mdtype == _MI_COMPRESSED:
             inner_type, inner_bytes = struct.unpack(f"{byte_order}2I", flow.read(8, 8))
             if inner_type != _MI_MATRIX:
                 raise InvalidMatFileError(UNREADABLE, ["a compressed variable holds no matrix"])
             _walk_matrix(flow, 8 + inner_bytes, 0, byte_order, budget)
-            flow.drain()
+            image.write(memoryview(data)[: 8 + inner_bytes])  # scipy reads no further either
         else:
             _walk_matrix(flow, nbytes, 0, byte_order, budget)
+            image.write(tag)
+            image.write(data)
+        del flow, data  # the only references: dropped before the next variable, and scipy
         position += 8 + nbytes
 
 
@@ -826,13 +820,15 @@ def open_mat(path: Path, budget: Budget | None = None) -> Iterator[MatContents]:
         if size == 0:
             raise InvalidMatFileError(NOT_MAT, ["the file is empty"])
         version, byte_order = sniff_version(fh.read(HDF5_OFFSET + len(HDF5_SIGNATURE)))
-        if version is not MatVersion.V73:
-            if version is MatVersion.V4:
-                _check_v4(fh, size, byte_order, budget)
-            else:
-                _check_v5(fh, size, byte_order, budget)
+        if version is MatVersion.V4:
+            _check_v4(fh, size, byte_order, budget)
             fh.seek(0)
             contents = _load_scipy(fh)
+        elif version is not MatVersion.V73:
+            with tempfile.TemporaryFile() as image:
+                _check_v5(fh, size, byte_order, budget, image)
+                image.seek(0)
+                contents = _load_scipy(image)
     if version is not MatVersion.V73:
         yield contents
         return

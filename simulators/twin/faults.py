@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -38,6 +38,10 @@ class FaultKind(StrEnum):
     # Ageing ``factor`` times as fast (dry-out, a leaking valve, a bad batch): the capacity it
     # costs stays after it is cleared. Injected with a past start, it shapes the twin's history.
     ACCELERATED_AGEING = "accelerated_ageing"
+    # The block swapped for a new one at the fault's start: capacity, resistance and ageing start
+    # afresh. An event, not a condition: it ends where it starts and cannot be cleared; the old
+    # block's own faults still on then end with it.
+    BLOCK_REPLACED = "block_replaced"
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,20 @@ ALLOWED_TARGETS: dict[FaultKind, frozenset[str]] = {
     FaultKind.OVERCHARGE: frozenset({"battery", "string", "ups"}),
     FaultKind.CAPACITY_LOSS: frozenset({"battery"}),
     FaultKind.ACCELERATED_AGEING: frozenset({"battery", "string"}),
+    FaultKind.BLOCK_REPLACED: frozenset({"battery"}),
 }
+
+# Faults of a block itself, which leave with it when it is replaced (on a battery ID): not its
+# place's heat (overheating) nor its monitor's sensor (sensor_dropout).
+BLOCK_OWN = frozenset(
+    {
+        FaultKind.SHORTED_CELL,
+        FaultKind.RESISTANCE_JUMP,
+        FaultKind.OVERCHARGE,
+        FaultKind.CAPACITY_LOSS,
+        FaultKind.ACCELERATED_AGEING,
+    }
+)
 
 # How a monitor presents a dropped-out sensor: "not available" (nan), a Modbus exception 04
 # (exception), or implausible values that still look like readings (garbage).
@@ -129,6 +146,13 @@ def param_specs(kind: FaultKind, params: TwinParams, cells: int) -> dict[str, _P
         # At most half of the rated capacity per fault: the twin's capacity must stay above 0.
         FaultKind.CAPACITY_LOSS: {"soh_drop_pct": _ParamSpec(10.0, positive=True, maximum=50.0)},
         FaultKind.ACCELERATED_AGEING: {"factor": _ParamSpec(3.0, minimum=1.0)},
+        # The new block's tested capacity and ohmic resistance. The twin draws each new block's
+        # own (as it drew the first's: 99-102 %, the model's resistance with its spread) and
+        # records them in the fault's params; these defaults are the draws' middles.
+        FaultKind.BLOCK_REPLACED: {
+            "soh_pct": _ParamSpec(100.0 * sum(params.soh_initial) / 2, minimum=50.0, maximum=110.0),
+            "resistance_ohm": _ParamSpec(params.r0_ohm, positive=True, maximum=1.0),
+        },
     }
     return specs[kind]
 
@@ -376,6 +400,40 @@ def overcharge(
                 strings = np.zeros((len(times), shape[0]))
             strings[mask, item.k] += extra
     return blocks, strings
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A block replaced at ``t``: its place [k, b] and the new block's constants."""
+
+    t: float
+    k: int
+    b: int
+    soh0: float  # fraction of rating
+    r0: float  # ohm
+    rate_ratio: float  # its calendar ageing rate over the first block's at that place
+
+
+def ended_by_replacement(faults: Iterable[Fault], replaced: Fault) -> list[Fault]:
+    """The old block's own faults still on when ``replaced`` swapped it, ended at that moment."""
+    t = replaced.start
+    return [
+        replace(fault, end=t)
+        for fault in faults
+        if fault.target == replaced.target
+        and fault.kind in BLOCK_OWN
+        and fault.start < t
+        and (fault.end is None or fault.end > t)
+    ]
+
+
+def renewed_base(values: np.ndarray, times: np.ndarray, renewals: Iterable[Renewal]) -> np.ndarray:
+    """(n, K, B) value each block had at its latest renewal up to each time (0 before any):
+    ``values`` (len(renewals), K, B) are the quantity at each renewal's time, in order."""
+    base = np.zeros((len(times), *values.shape[1:]))
+    for j, renewal in enumerate(renewals):
+        base[times >= renewal.t, renewal.k, renewal.b] = values[j, renewal.k, renewal.b]
+    return base
 
 
 def outage_interval(fault: Fault) -> tuple[float, float, float]:

@@ -7,6 +7,7 @@ deterministic in its inputs, so the twin is a pure function of (location, seed, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,17 +266,27 @@ def build_event_table(
     soh_at_starts: np.ndarray,
     nominal_ah: float,
     params: TwinParams,
+    renewals: Sequence[tuple[float, int, int]] = (),
 ) -> EventTable:
     """Walk one UPS's outages in order: each drains SoC and, at its end, costs cycle life.
 
     ``soh_at_starts`` (outages, strings, blocks) is the SoH without cycle losses at each start,
     so the depth of each discharge follows the capacity the blocks have left at that time.
+    ``renewals`` (time, string of this UPS, block), in time order, are blocks replaced: the
+    cycle loss columns stay cumulative, but a new block's capacity counts only its own losses.
     """
     full = np.ones(soh_at_starts.shape[1:])
     cap, soc_a, soc_b, loss_b, loss_a = [full * nominal_ah], [full], [full], [0 * full], [0 * full]
+    base = 0 * full  # each block's cumulative loss when it was put in
     previous_end = NO_EVENT_TIME
+    pending = iter(renewals)
+    renewal = next(pending, None)
     for (start, end, load), soh in zip(intervals, soh_at_starts, strict=True):
-        capacity = nominal_ah * (soh - loss_a[-1])
+        while renewal is not None and renewal[0] <= start:
+            t, k, b = renewal
+            base[k, b] = (loss_b[-1] if t < previous_end else loss_a[-1])[k, b]
+            renewal = next(pending, None)
+        capacity = nominal_ah * (soh - (loss_a[-1] - base))
         soc_start = 1.0 - recovered_deficit(
             1.0 - soc_b[-1], np.asarray(start - previous_end), params
         )
@@ -310,6 +321,13 @@ class OutageState:
     soc: np.ndarray  # (n, S, B)
     cycle_loss: np.ndarray  # (n, S, B)
     heating_w_to_c: np.ndarray  # (n,) ΔT per ohm of R_eff: load² · R_th · thermal shape
+
+
+def cycle_loss_at(table: EventTable, times: np.ndarray) -> np.ndarray:
+    """(n, S, B) cumulative cycle loss at ``times``: an outage's cost counts once it has ended."""
+    idx = np.searchsorted(table.starts, times, side="right") - 1
+    on = (times < table.ends[idx])[:, None, None]
+    return np.where(on, table.loss_before[idx], table.loss_after[idx])
 
 
 def outage_state(table: EventTable, times: np.ndarray, params: TwinParams) -> OutageState:

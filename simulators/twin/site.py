@@ -18,7 +18,7 @@ import numpy as np
 from common.fleet import Location
 from simulators.twin import faults as fx
 from simulators.twin import model
-from simulators.twin.faults import DeviceCondition, Fault, FaultKind, Located
+from simulators.twin.faults import DeviceCondition, Fault, FaultKind, Located, Renewal
 from simulators.twin.params import END_OF_LIFE_SOH, SECONDS_PER_DAY, TwinParams
 from simulators.twin.snapshot import (
     BlockInventory,
@@ -59,6 +59,7 @@ class _State:
 
     version: int
     located: list[Located]
+    renewals: list[Renewal]  # blocks replaced, in time order
     events: list[model.EventTable]  # one per UPS
 
 
@@ -167,20 +168,58 @@ class SiteTwin:
     # ------------------------------------------------------------------ faults
 
     def inject(self, kind: FaultKind | str, target: str, t: float, **params: float | str) -> Fault:
-        """Start a fault at ``t``; a mains outage ends by itself after its duration_s."""
+        """Start a fault at ``t``; a mains outage ends by itself after its duration_s, a block
+        replacement at once (ending the old block's own faults)."""
         fault_kind = fx.parse_kind(kind)
         start = _finite(t)
+        located = fx.check_target(self.layout, Fault(0, fault_kind, target, start, None, {}))
+        if fault_kind == FaultKind.BLOCK_REPLACED:
+            soh, r0, _ = self._new_block(int(located.k), int(located.b), start)
+            params = {"soh_pct": 100.0 * soh, "resistance_ohm": r0, **params}
         values = fx.validate_params(
             fault_kind, params, self.params, self.location.battery_model.cells
         )
-        end = start + float(values["duration_s"]) if fault_kind == FaultKind.MAINS_OUTAGE else None
-        fx.check_target(self.layout, Fault(0, fault_kind, target, start, end, values))
+        end = None
+        if fault_kind == FaultKind.MAINS_OUTAGE:
+            end = start + float(values["duration_s"])
+        elif fault_kind == FaultKind.BLOCK_REPLACED:
+            end = start
         with self._lock:
             fault = Fault(self._next_id, fault_kind, target, start, end, values)
             self._faults[fault.id] = fault
+            if fault_kind == FaultKind.BLOCK_REPLACED:
+                for ended in fx.ended_by_replacement(self._faults.values(), fault):
+                    self._faults[ended.id] = ended
+                    self._cleared.add(ended.id)
             self._next_id += 1
             self._version += 1
         return fault
+
+    def _new_block(self, k: int, b: int, t: float) -> tuple[float, float, float]:
+        """A replacement block's SoH (fraction), R0 and ageing-rate multiplier, drawn as the
+        first blocks' were (never from a bad batch), seeded by site, place and time."""
+        rng = np.random.default_rng([self._key, k, b, round(t * 1000.0)])
+        p = self.params
+        soh = float(rng.uniform(*p.soh_initial))
+        r0 = float(p.r0_ohm * np.exp(rng.normal(0.0, p.r0_spread)))
+        return soh, r0, float(rng.lognormal(0.0, p.ageing_sigma))
+
+    def _renewals(self, located: list[Located]) -> list[Renewal]:
+        renewals = []
+        for item in fx.of_kind(located, FaultKind.BLOCK_REPLACED):
+            fault, k, b = item.fault, int(item.k), int(item.b)
+            multiplier = self._new_block(k, b, fault.start)[2]
+            renewals.append(
+                Renewal(
+                    t=fault.start,
+                    k=k,
+                    b=b,
+                    soh0=float(fault.params["soh_pct"]) / 100.0,
+                    r0=float(fault.params["resistance_ohm"]),
+                    rate_ratio=multiplier / float(self.blocks.ageing_multiplier[k, b]),
+                )
+            )
+        return sorted(renewals, key=lambda r: r.t)
 
     def clear(self, fault_id: int, t: float) -> Fault:
         """End a fault at ``t`` (not before its start); its lasting effects (ageing) remain."""
@@ -236,18 +275,24 @@ class SiteTwin:
         if cached is not None and cached.version == version:
             return cached
         located = [fx.locate(self.layout, f) for f in faults]
-        state = _State(version, located, self._event_tables(located))
+        renewals = self._renewals(located)
+        state = _State(version, located, renewals, self._event_tables(located, renewals))
         with self._lock:
             if self._version == version:
                 self._state_cache = state
         return state
 
-    def _event_tables(self, located: list[Located]) -> list[model.EventTable]:
+    def _event_tables(
+        self, located: list[Located], renewals: list[Renewal]
+    ) -> list[model.EventTable]:
         """Per UPS: grid outages plus injected mains outages, walked in time order."""
         per = self.layout.strings_per_ups
         tables = []
         for u in range(self.layout.ups_count):
             strings = slice(u * per, (u + 1) * per)
+            renewed = [
+                (r.t, r.k - u * per, r.b) for r in renewals if u * per <= r.k < (u + 1) * per
+            ]
             intervals = list(self._grid_outages)
             intervals += [
                 fx.outage_interval(item.fault)
@@ -256,12 +301,9 @@ class SiteTwin:
             ]
             merged = model.merge_intervals(intervals)
             starts = np.array([start for start, _, _ in merged], dtype=float)
-            soh = self._soh_without_cycles(starts, located)[:, strings]
-            tables.append(
-                model.build_event_table(
-                    merged, soh, self.location.battery_model.nominal_capacity_ah, self.params
-                )
-            )
+            soh = self._soh_without_cycles(starts, located, renewals)[:, strings]
+            nominal = self.location.battery_model.nominal_capacity_ah
+            tables.append(model.build_event_table(merged, soh, nominal, self.params, renewed))
         return tables
 
     def _extra_rate(self, fault: Fault) -> np.ndarray:
@@ -273,17 +315,55 @@ class SiteTwin:
             return self._rate * (hot / self._af - 1.0)
         return self._rate * (float(fault.params["factor"]) - 1.0)
 
-    def _soh_without_cycles(self, times: np.ndarray, located: list[Located]) -> np.ndarray:
-        """(n, K, B) true SoH from calendar ageing, including time spent overheated or ageing
-        fast, less any capacity lost reversibly."""
-        calendar = self._rate[None] * self._table.lookup(times)[:, None, None]
-        soh = self.blocks.soh0[None] - calendar
+    def _aged(self, times: np.ndarray, located: list[Located]) -> np.ndarray:
+        """(n, K, B) capacity the first blocks lost to calendar ageing since installation,
+        including time spent overheated or ageing fast."""
+        aged = self._rate[None] * self._table.lookup(times)[:, None, None]
         shape = self.blocks.soh0.shape
         extra = fx.lasting_ageing_loss(located, times, self._table.lookup, self._extra_rate, shape)
-        if extra is not None:
-            soh -= extra
-        lost = fx.capacity_loss(located, times, shape)
+        return aged if extra is None else aged + extra
+
+    def _soh_without_cycles(
+        self, times: np.ndarray, located: list[Located], renewals: list[Renewal]
+    ) -> np.ndarray:
+        """(n, K, B) true SoH from calendar ageing, less any capacity lost reversibly.
+
+        A replaced block starts at its own SoH and ages from its renewal on, at its own rate,
+        under the conditions its place has seen since (heat, a string's fast ageing)."""
+        aged = self._aged(times, located)
+        soh0 = self._initial(times, renewals, "soh0")
+        if renewals:
+            then = self._aged(np.array([r.t for r in renewals]), located)
+            raw, aged = aged, aged.copy()
+            for j, r in enumerate(renewals):
+                at = times >= r.t
+                aged[at, r.k, r.b] = r.rate_ratio * (raw[at, r.k, r.b] - then[j, r.k, r.b])
+        soh = soh0 - aged
+        lost = fx.capacity_loss(located, times, self.blocks.soh0.shape)
         return soh if lost is None else soh - lost
+
+    def _initial(self, times: np.ndarray, renewals: list[Renewal], name: str) -> np.ndarray:
+        """(n, K, B) each block's ``soh0`` or ``r0`` at ``times``: a replaced block's own."""
+        first = getattr(self.blocks, name)
+        values = np.broadcast_to(first, (len(times), *first.shape))
+        if not renewals:
+            return values
+        values = values.copy()
+        for r in renewals:
+            values[times >= r.t, r.k, r.b] = getattr(r, name)
+        return values
+
+    def _renewal_bases(
+        self, table: model.EventTable, u: int, times: np.ndarray, renewals: list[Renewal]
+    ) -> np.ndarray:
+        """Renewal bases to take off UPS ``u``'s cumulative cycle loss at ``times``: a new block
+        carries only the outages since it was put in."""
+        per = self.layout.strings_per_ups
+        mine = [replace(r, k=r.k - u * per) for r in renewals if u * per <= r.k < (u + 1) * per]
+        if not mine:
+            return np.zeros(1)
+        at = model.cycle_loss_at(table, np.array([r.t for r in mine]))
+        return fx.renewed_base(at, times, mine)
 
     # ------------------------------------------------------------------ truth
 
@@ -294,17 +374,17 @@ class SiteTwin:
         return self._chunked(times, lambda chunk: self._true_soh(state, chunk))
 
     def _true_soh(self, state: _State, times: np.ndarray) -> np.ndarray:
-        soh = self._soh_without_cycles(times, state.located)
+        soh = self._soh_without_cycles(times, state.located, state.renewals)
         per = self.layout.strings_per_ups
         for u, table in enumerate(state.events):
-            idx = np.searchsorted(table.starts, times, side="right") - 1
-            on = (times < table.ends[idx])[:, None, None]
-            loss = np.where(on, table.loss_before[idx], table.loss_after[idx])
+            loss = model.cycle_loss_at(table, times)
+            loss -= self._renewal_bases(table, u, times, state.renewals)
             soh[:, u * per : (u + 1) * per] -= loss
         return soh
 
     def end_of_life_time(self) -> np.ndarray:
         """(strings, blocks) Unix time true SoH first reaches 80 %; inf if not within the horizon.
+        A replaced block's is its latest replacement's.
 
         Searched on a daily grid and interpolated within the day, given the faults injected so far.
         """
@@ -315,6 +395,8 @@ class SiteTwin:
         grid = self.installed_t + SECONDS_PER_DAY * np.arange(len(self._table.increments) + 1)
         soh = self._chunked(grid, lambda chunk: self._true_soh(state, chunk))
         below = soh <= END_OF_LIFE_SOH
+        for r in state.renewals:  # the block there now: from its own installation on
+            below[grid < r.t, r.k, r.b] = False
         j = below.argmax(axis=0)
         before = np.maximum(j - 1, 0)
         s_before = np.take_along_axis(soh, before[None], axis=0)[0]
@@ -383,21 +465,24 @@ class SiteTwin:
         """The true state of every block at ``times`` (one chunk)."""
         p, per = self.params, self.layout.strings_per_ups
         n, (k, b) = len(times), self.blocks.soh0.shape
-        soh = self._soh_without_cycles(times, state.located)
+        soh = self._soh_without_cycles(times, state.located, state.renewals)
         soc, load, heating = np.empty((n, k, b)), np.empty((n, k)), np.empty((n, k))
         on = np.empty((n, k), dtype=bool)
         on_seconds = np.empty((n, self.layout.ups_count))
         for u, table in enumerate(state.events):
             outage = model.outage_state(table, times, p)
             strings = slice(u * per, (u + 1) * per)
-            soh[:, strings] -= outage.cycle_loss
+            soh[:, strings] -= outage.cycle_loss - self._renewal_bases(
+                table, u, times, state.renewals
+            )
             soc[:, strings] = outage.soc
             on[:, strings] = outage.on_battery[:, None]
             load[:, strings] = outage.load_a[:, None]
             heating[:, strings] = outage.heating_w_to_c[:, None]
             on_seconds[:, u] = outage.seconds_on_battery
+        soh0 = self._initial(times, state.renewals, "soh0")
         resistance = model.internal_resistance(
-            self.blocks.r0, self.blocks.soh0, soh, p.r_ageing_slope
+            self._initial(times, state.renewals, "r0"), soh0, soh, p.r_ageing_slope
         )
         fx.apply_resistance_jump(resistance, state.located, times)
         r_eff = resistance * p.r_effective_factor
@@ -406,7 +491,15 @@ class SiteTwin:
         temperature = room + heating[:, :, None] * r_eff
         fx.add_overheating(temperature, state.located, times)
         voltage, current = self._electrical(
-            state, times, soc=soc, soh=soh, temperature=temperature, r_eff=r_eff, on=on, load=load
+            state,
+            times,
+            soc=soc,
+            soh=soh,
+            aged=soh0 - soh,
+            temperature=temperature,
+            r_eff=r_eff,
+            on=on,
+            load=load,
         )
         return _Frame(soh, soc, temperature, resistance, voltage, current, on, load, on_seconds)
 
@@ -417,6 +510,7 @@ class SiteTwin:
         *,
         soc: np.ndarray,
         soh: np.ndarray,
+        aged: np.ndarray,
         temperature: np.ndarray,
         r_eff: np.ndarray,
         on: np.ndarray,
@@ -444,8 +538,7 @@ class SiteTwin:
         voltage += p.recharge_boost_v_per_cell * spec.cells * boost
         capacity = spec.nominal_capacity_ah * soh
         recharge = (capacity * deficit).mean(axis=2) * 3600.0 / p.recharge_tau_s
-        aged = (self.blocks.soh0[None] - soh).mean(axis=2)
-        current = recharge + model.float_current(string_temp, aged, p)
+        current = recharge + model.float_current(string_temp, aged.mean(axis=2), p)
         if on.any():
             cells = spec.cells if shorts is None else spec.cells - shorts
             discharge = model.discharge_voltage(soc, load[:, :, None], r_eff, cells, p)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from central.db.models import Alert
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
 from common.schemas import BatteryInfo, Birth, StringInfo, UpsInfo
@@ -41,3 +45,24 @@ def demo_birth(serial_suffix: str = "", site: str = SITE) -> Birth:
         for u in range(1, location.ups_count + 1)
     ]
     return Birth(site_id=site, agent_id="agent-1", ts=datetime(2026, 1, 1, tzinfo=UTC), ups=ups)
+
+
+class StoredAlerts:
+    """What an end-to-end test reads of the alerts ingest stored (``engine``: the store's)."""
+
+    engine: Engine
+
+    def alerts(self, battery_id: str, alert_type: str) -> list[Alert]:
+        """The battery's alerts of ``alert_type``, oldest triggered first."""
+        with Session(self.engine) as session:
+            return list(
+                session.scalars(
+                    select(Alert)
+                    .where(Alert.battery_id == battery_id, Alert.alert_type == alert_type)
+                    .order_by(Alert.triggered_at)
+                )
+            )
+
+    def active(self, battery_id: str, alert_type: str) -> Alert | None:
+        rows = [a for a in self.alerts(battery_id, alert_type) if a.resolved_at is None]
+        return rows[0] if rows else None

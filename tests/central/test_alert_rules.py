@@ -247,6 +247,20 @@ def test_the_latest_reading_wins_whatever_the_order() -> None:
     assert (found.actual_value, found.severity) == (47.0, Severity.WARNING)
 
 
+def test_of_readings_at_the_same_latest_time_the_last_with_a_value_wins() -> None:
+    readings = [
+        reading(T0, temperature=47.0, soh_pct=60.0),
+        reading(T0 - timedelta(minutes=1), temperature=56.0, soh_pct=95.0),
+        reading(T0, temperature=52.0, soh_pct=None),
+    ]
+    temperature = condition_of(AlertType.TEMPERATURE_HIGH, readings)
+    assert temperature is not None
+    assert temperature.actual_value == 52.0  # the last of the two at T0
+    soh = condition_of(AlertType.SOH_DEGRADED, readings)
+    assert soh is not None
+    assert (soh.actual_value, soh.observed_at) == (60.0, T0)  # the last at T0 has none
+
+
 def test_voltage_low_uses_the_current_of_the_same_reading() -> None:
     readings = [
         reading(T0 - timedelta(minutes=1), voltage=13.5, current=FLOAT_A),

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from central.db.engine import make_engine
 from central.db.models import Alert, BatteryAnalytics, BatteryLatest
 from common import ids
+from tests.central.fleet_support import StoredAlerts
 from tests.edge_agent.conftest import AgentProcess, agent_settings
 from tests.support import pg_schema as private_schema
 from tests.support import stop_process
@@ -45,7 +46,7 @@ SILENT_SNMP = "DC-CNX-01-UPS-02"  # a UPS read over SNMP: its three strings
 
 
 @dataclass
-class Running:
+class Running(StoredAlerts):
     engine: Engine
     ingest: Child
     agent: AgentProcess
@@ -62,20 +63,6 @@ class Running:
 
     def logs(self) -> str:
         return f"{self.ingest.log()}\n--- agent ---\n{self.agent.log()}"
-
-    def alerts(self, battery_id: str, alert_type: str) -> list[Alert]:
-        with Session(self.engine) as session:
-            return list(
-                session.scalars(
-                    select(Alert)
-                    .where(Alert.battery_id == battery_id, Alert.alert_type == alert_type)
-                    .order_by(Alert.triggered_at)
-                )
-            )
-
-    def active(self, battery_id: str, alert_type: str) -> Alert | None:
-        rows = [a for a in self.alerts(battery_id, alert_type) if a.resolved_at is None]
-        return rows[0] if rows else None
 
     def active_of(self, alert_type: str) -> dict[str, Alert]:
         """The active alerts of ``alert_type``, by battery."""

@@ -14,15 +14,20 @@ and in this module's own twin alike): one reading per block and day, timestamped
 history ends where the live readings begin. One block heads for rul_warning, the other, ageing
 faster, into rul_critical too.
 
-What RUL alerts cannot do is resolve themselves within a test. The fit is robust (Huber) and
-weighted to the last ~180 days: a day of better readings moves it by a small fraction of a day;
-and capacity lost to ageing does not come back, so clearing the ageing fault leaves the estimate
-where it was. An engineer resolves them; the engine then does not raise them again at once.
+Capacity lost to ageing does not come back, so clearing an ageing fault leaves the estimate (and
+the alerts) where they were: an engineer resolves them, and the engine does not raise them again
+at once. What resolves them by itself is a new block: a third block, ageing fast, has its
+monitor's log imported in parts (months each, in seconds), first into rul_warning, then into
+rul_critical, until ``block_replaced`` swaps it; the log since shows the new block, and both
+alerts resolve after the hold. Its live readings are held back (a sensor out) until then: the
+agent stamps readings with the wall clock, so a live reading would be the newest the fit sees
+and no imported part could be "now" for it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 import time
 import uuid
@@ -46,6 +51,7 @@ from simulators.twin import SiteTwin
 from simulators.twin.history import site_history
 from simulators.twin.params import SECONDS_PER_DAY
 from tests.central.api_support import PASSWORD
+from tests.central.fleet_support import StoredAlerts
 from tests.conftest import SimulatedSite
 from tests.edge_agent.conftest import AgentProcess, agent_settings
 from tests.support import READING_TOLERANCE, free_tcp_port, log_tail, stop_process, wait_for_tcp
@@ -69,6 +75,7 @@ FAILING = "BAT-DC-CNX-01-UPS-02-STR-03-011"  # SNMP; 8x for a year
 AGEING_FACTORS = {AGEING: 7.0, FAILING: 8.0}
 FLAPPING = "BAT-DC-CNX-01-UPS-01-STR-02-030"  # Modbus
 RESOLVED_BY_HAND = "BAT-DC-CNX-01-UPS-02-STR-01-020"  # SNMP
+REPLACED = "BAT-DC-CNX-01-UPS-01-STR-02-018"  # Modbus; 8x for 500 days, then replaced
 
 NUMBER = r"(\d+\.\d+)"
 
@@ -99,7 +106,8 @@ class Twinned:
         snapshot = self.site.snapshot()
         mine = self.twin.snapshot(snapshot["t"])
         for key in ("voltage", "temperature", "internal_resistance", "soh_pct"):
-            assert np.array_equal(np.array(snapshot[key]), getattr(mine, key)), (
+            served = np.array(snapshot[key], dtype=float)  # null (a sensor out): NaN
+            assert np.array_equal(served, getattr(mine, key), equal_nan=True), (
                 f"this module's twin differs from the simulator's in {key}: seed or faults differ"
             )
         return snapshot
@@ -109,7 +117,7 @@ class Twinned:
 
 
 @dataclass
-class System:
+class System(StoredAlerts):
     """The running system and handles to look at it."""
 
     sim: Twinned
@@ -121,6 +129,8 @@ class System:
     engineer: Api
     viewer: Api
     ageing_faults: dict[str, dict]  # battery → its accelerated_ageing fault
+    replaced_sensor_out: dict  # REPLACED's sensor_dropout, on from the start
+    shift_s: float  # simulated time to the agent's (wall) clock
 
     def wait_until(
         self, condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S
@@ -146,20 +156,6 @@ class System:
             f"{self.ingest.log()}\n{self.server.log()}\n--- agent ---\n{self.agent.log()}\n"
             f"--- simulator ---\n{simulator}"
         )
-
-    def alerts(self, battery_id: str, alert_type: str) -> list[Alert]:
-        with Session(self.engine) as session:
-            return list(
-                session.scalars(
-                    select(Alert)
-                    .where(Alert.battery_id == battery_id, Alert.alert_type == alert_type)
-                    .order_by(Alert.triggered_at)
-                )
-            )
-
-    def active(self, battery_id: str, alert_type: str) -> Alert | None:
-        rows = [a for a in self.alerts(battery_id, alert_type) if a.resolved_at is None]
-        return rows[0] if rows else None
 
     def all_of(self, alert_type: str) -> list[Alert]:
         with Session(self.engine) as session:
@@ -215,16 +211,15 @@ class System:
 
 
 def _backfill(
-    engine: Engine, twin: SiteTwin, battery_ids: set[str], sim_now: float, shift_s: float
+    engine: Engine, twin: SiteTwin, battery_ids: set[str], start: float, end: float, shift_s: float
 ) -> int:
-    """The twin's readings of ``battery_ids``, one a day for ``HISTORY_DAYS`` up to a day before
-    ``sim_now``, stored at their simulated time + ``shift_s`` (the agent's clock is the wall's);
-    one COPY, as a bulk import would. How many rows."""
-    start = sim_now - HISTORY_DAYS * SECONDS_PER_DAY
+    """The twin's readings of ``battery_ids``, one a day from ``start`` until before ``end``
+    (simulated times), stored at their simulated time + ``shift_s`` (the agent's clock is the
+    wall's); one COPY, as a bulk import would. How many rows."""
     buffer = io.StringIO()
     stamps: dict[float, str] = {}
     count = 0
-    for row in site_history(twin, start, sim_now - SECONDS_PER_DAY / 2, SECONDS_PER_DAY):
+    for row in site_history(twin, start, end, SECONDS_PER_DAY):
         if row.battery_id not in battery_ids:
             continue
         stamp = stamps.get(row.t) or stamps.setdefault(
@@ -300,12 +295,15 @@ def system(
                 fault = sim.inject("accelerated_ageing", battery_id, year_ago, factor=factor)
                 assert fault["start"] == year_ago
                 ageing_faults[battery_id] = fault
+            sensor_out = sim.inject("sensor_dropout", REPLACED)
             snapshot = sim.snapshot()
             shift_s = time.time() - snapshot["t"]  # simulated time to the agent's (wall) clock
             engine = make_engine(url)
             stack.callback(engine.dispose)
             logged = _history_blocks(sim)
-            written = _backfill(engine, sim.twin, logged, snapshot["t"], shift_s)
+            start = snapshot["t"] - HISTORY_DAYS * SECONDS_PER_DAY
+            end = snapshot["t"] - SECONDS_PER_DAY / 2  # up to a day before the live readings
+            written = _backfill(engine, sim.twin, logged, start, end, shift_s)
             assert written == HISTORY_DAYS * len(logged) == HISTORY_DAYS * 72
             assert "locations:" in loaded.result()
             admin_created.result()
@@ -361,6 +359,8 @@ def system(
             engineer=_user(admin, base, "engineer1", "engineer"),
             viewer=_user(admin, base, "viewer1", "viewer"),
             ageing_faults=ageing_faults,
+            replaced_sensor_out=sensor_out,
+            shift_s=shift_s,
         )
 
 
@@ -573,6 +573,82 @@ def test_an_ageing_history_raises_rul_alerts_that_outlast_the_fault(system: Syst
     assert [a.id for a in system.alerts(FAILING, "rul_critical")] == [critical.id]
     assert system.active(FAILING, "rul_warning") is not None  # no auto-resolve: nothing clears
     assert system.active(FAILING, "rul_critical") is not None
+
+
+def test_rul_escalates_as_a_block_fades_and_its_replacement_resolves_both(system: System) -> None:
+    """One block, ageing 8x for 500 days, dead by now had it not been swapped: its monitor's log
+    is imported in three parts (years, then months of simulated time). Up to 120 days before its
+    end of life, RUL falls under 180 days (rul_warning); up to 12 days before it, under 30
+    (rul_critical, the warning staying). Then ``block_replaced`` is injected, five days before
+    that end (a past start: the new block has been in since), and the log since is imported: the
+    fit takes the step up in SoH for a replacement, the new block's own months give it a life of
+    years, and both alerts resolve themselves after the hold. The detail's ``rul`` is the new
+    block's; its resistance baseline is the new block's own. Its live readings (held back by a
+    sensor out until the replacement, so that each imported part is the newest the fit sees)
+    read the new block too."""
+    sim, engine, shift = system.sim, system.engine, system.shift_s
+    k, b = sim.index(REPLACED)
+    now = sim.site.snapshot()["t"]
+    ageing = sim.inject("accelerated_ageing", REPLACED, now - 500 * SECONDS_PER_DAY, factor=8)
+    eol = float(sim.twin.end_of_life_time()[k, b])
+    assert 100 < (now - eol) / SECONDS_PER_DAY < 150  # the premise: dead some months ago
+    first = now - HISTORY_DAYS * SECONDS_PER_DAY
+
+    def logged_day(t: float) -> float:
+        """The log's first reading (``first`` + whole days) at or after ``t``."""
+        return first + math.ceil((t - first) / SECONDS_PER_DAY) * SECONDS_PER_DAY
+
+    warned, critical_at, swap = (logged_day(eol - d * SECONDS_PER_DAY) for d in (120, 12, 5))
+    parts = ((first, warned, "rul_warning"), (warned, critical_at, "rul_critical"))
+    raised = {}
+    for start, end, alert_type in parts:
+        _backfill(engine, sim.twin, {REPLACED}, start, end, shift)
+        system.wait_until(
+            lambda t=alert_type: system.active(REPLACED, t) is not None, f"{alert_type} raised"
+        )
+        raised[alert_type] = system.active(REPLACED, alert_type)
+        newest = end - SECONDS_PER_DAY  # the log's last day: what the fit counts from
+        estimate = system.rul(REPLACED)
+        assert abs(estimate.rul_computed_at.timestamp() - (newest + shift)) < 0.01
+        truth = (eol - newest) / SECONDS_PER_DAY
+        assert estimate.rul_days == pytest.approx(truth, rel=0.15, abs=10.0)
+    warning, critical = raised["rul_warning"], raised["rul_critical"]
+    assert warning.triggered_at < critical.triggered_at
+    assert (warning.severity, critical.severity) == ("warning", "critical")
+    assert system.active(REPLACED, "rul_warning").id == warning.id  # stays while critical
+
+    replacement = sim.inject("block_replaced", REPLACED, swap)
+    assert replacement["end"] == swap
+    listed = sim.site.request(f"/sites/{SITE}/faults")["faults"]
+    assert {f["id"]: f["end"] for f in listed}[ageing["id"]] == swap  # the old block's, gone
+    sim.clear(system.replaced_sensor_out)
+    imported = time.monotonic()
+    now = sim.site.snapshot()["t"]
+    _backfill(engine, sim.twin, {REPLACED}, critical_at, now - SECONDS_PER_DAY / 2, shift)
+    for alert in (warning, critical):
+        system.wait_until(
+            lambda t=alert.alert_type: system.active(REPLACED, t) is None,
+            f"{alert.alert_type} resolved",
+        )
+        resolved = _one(system.alerts(REPLACED, alert.alert_type))  # one for the whole episode
+        assert resolved.id == alert.id
+    # The first clear estimate counts from a live reading taken up to a poll before the import.
+    assert time.monotonic() - imported >= HOLD_S - POLL_INTERVAL_S
+
+    new_block = 100 * sim.twin.true_soh(np.array([now]))[0, k, b]  # put in at about 100 %
+    assert replacement["params"]["soh_pct"] - 1.0 < new_block <= replacement["params"]["soh_pct"]
+    assert system.latest_soh(REPLACED) == pytest.approx(  # read live over Modbus
+        new_block, abs=READING_TOLERANCE["soh_pct"]
+    )
+    rul = system.viewer.get(f"/api/v1/batteries/{REPLACED}")["rul"]
+    own_days = (now - swap) / SECONDS_PER_DAY  # logged days of the new block, and today
+    assert own_days - 1 <= rul["n_days"] <= own_days + 1  # none of the old block's
+    assert rul["soh_now_pct"] == pytest.approx(new_block, abs=0.5)
+    assert rul["fade_pct_per_year"] < 6.0  # a new block's, not the old one's ~16 %/year
+    assert rul["status"] == "open_ended" or rul["rul_days"] > 3 * 365
+    baseline = system.rul(REPLACED).resistance_baseline_ohm
+    assert baseline == pytest.approx(replacement["params"]["resistance_ohm"], rel=0.03)
+    assert system.alerts(REPLACED, "resistance_drift") == []
 
 
 def test_a_temperature_flapping_around_the_threshold_raises_one_alert(system: System) -> None:

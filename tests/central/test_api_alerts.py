@@ -206,6 +206,10 @@ def test_list_defaults_to_active_alerts_newest_first(client: FlaskClient, viewer
         ({"severity": "info"}, ["A5"], (1, 1, 1)),
         ({"alert_type": "temperature_high", "active_only": "false"}, ["A1", "A4"], (2, 1, 1)),
         ({"alert_type": "no_such_type"}, [], (0, 0, 0)),
+        ({"battery_id": B1, "active_only": "false"}, ["A1", "A4"], (2, 1, 1)),
+        ({"battery_id": B2}, ["A2"], (1, 1, 0)),
+        ({"battery_id": B2, "location_id": BKK}, [], (0, 0, 0)),
+        ({"battery_id": "BAT-NOPE"}, [], (0, 0, 0)),
         # active_count and pending_count ignore active_only and acknowledged
         ({"acknowledged": "true", "active_only": "false"}, ["A2", "A3", "A7"], (3, 4, 3)),
         ({"acknowledged": "true"}, ["A2"], (1, 4, 3)),
@@ -305,6 +309,7 @@ def test_list_pagination(client: FlaskClient, viewer) -> None:
         ("/api/v1/alerts?end_date=2025-13-01T00:00:00Z", "end_date"),
         ("/api/v1/alerts?start_date=0001-01-01T00:00:00Z", "start_date"),
         (f"/api/v1/alerts?location_id={'X' * 65}", "location_id"),
+        (f"/api/v1/alerts?battery_id={'X' * 65}", "battery_id"),
         ("/api/v1/alerts/stats?days=0", "days"),
         ("/api/v1/alerts/stats?days=366", "days"),
         ("/api/v1/alerts/stats?days=week", "days"),

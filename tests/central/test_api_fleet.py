@@ -446,6 +446,28 @@ def test_telemetry_of_an_unknown_battery(client: FlaskClient, viewer) -> None:
     assert_error(response, 404, "Battery BAT-NOPE not found", "RESOURCE_NOT_FOUND")
 
 
+def test_telemetry_needs_the_battery_not_just_its_readings(
+    client: FlaskClient, viewer, fleet, migrated_url: str
+) -> None:
+    """Readings of a battery no birth has listed (the store keeps them) are not served, and a
+    known battery with nothing in the range gets an empty series, not a 404."""
+    unknown = "BAT-DC-CNX-01-UPS-09-STR-01-001"
+    app = make_app(migrated_url)
+    with app.app_context():
+        db.session.execute(insert(Telemetry), [_reading(unknown, fleet["now"], 90.0)])
+        db.session.commit()
+    db.engine(app).dispose()
+    response = client.get(f"/api/v1/batteries/{unknown}/telemetry", headers=viewer)
+    assert_error(response, 404, f"Battery {unknown} not found", "RESOURCE_NOT_FOUND")
+    empty = client.get(
+        f"/api/v1/batteries/{B1}/telemetry",
+        query_string={"end": "2020-01-01T00:00:00Z"},
+        headers=viewer,
+    )
+    assert empty.status_code == 200
+    assert (empty.get_json()["count"], empty.get_json()["data"]) == (0, [])
+
+
 @pytest.mark.parametrize("role", ["viewer", "engineer", "admin"])
 def test_every_role_reads_the_fleet(client: FlaskClient, fleet, role: str) -> None:
     user = {"viewer": "viewer1", "engineer": "engineer1", "admin": "admin"}[role]

@@ -16,7 +16,7 @@ import pytest
 import scipy.io
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
@@ -472,6 +472,35 @@ def test_cycles_page_filter_and_labels(client: FlaskClient, viewer, datasets) ->
     assert [c["cycle_index"] for c in one["items"]] == [3] and one["meta"]["total"] == 1
     response = client.get(f"{ROOT}/999/cycles", headers=viewer)
     assert_error(response, 404, "Battery with ID 999 not found", "RESOURCE_NOT_FOUND")
+
+
+def test_cycles_without_arrays_leave_the_blobs_unread(
+    app: Flask, client: FlaskClient, viewer, datasets
+) -> None:
+    path = f"{ROOT}/{datasets[0]['id']}/cycles"
+    full = client.get(path, headers=viewer).get_json()
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    engine = db.engine(app)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        light = client.get(path, query_string={"arrays": "false"}, headers=viewer).get_json()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    arrays = ("voltage", "current", "temperature", "time", "discharge_capacity")
+    assert light["meta"] == full["meta"]
+    for lean, whole in zip(light["items"], full["items"], strict=True):
+        assert list(lean) == list(whole)
+        assert all(lean[key] == [] for key in arrays)
+        assert {k: v for k, v in lean.items() if k not in arrays} == {
+            k: v for k, v in whole.items() if k not in arrays
+        }
+    assert any(whole["voltage"] for whole in full["items"])
+    cycle_reads = [s for s in statements if "FROM research_cycles" in s and "count(" not in s]
+    assert cycle_reads and not any("research_cycles.voltage" in s for s in cycle_reads)
 
 
 def test_patch_updates_metadata_and_relabels(client: FlaskClient, engineer, datasets) -> None:

@@ -240,3 +240,73 @@ def test_the_ingest_loop_refreshes_rul_in_the_background(sessions):
     assert row.rul_days == pytest.approx(raw_estimate(history).rul_days, rel=1e-9)
     with sessions() as session:
         assert session.scalars(select(BatteryAnalytics)).one().rul_status == "fading"
+
+
+def new_block(first_day: int, days: int, per_day: int = 4, rate: float = 0.005) -> list:
+    """A new block from ``first_day`` on: 100.5 % SoH fading ``rate`` % a day, 4 mΩ (the worn
+    one read HEALTHY's 5 mΩ)."""
+    step = DAY_MINUTES / per_day
+    return [
+        reading(
+            first_day * DAY_MINUTES + i * step,
+            soh_pct=round(100.5 - rate * i / per_day + 0.05 * math.sin(i), 3),
+            internal_resistance=0.004,
+        )
+        for i in range(days * per_day)
+    ]
+
+
+def test_a_replaced_block_clears_the_rul_alerts_and_restarts_its_baseline(harness, sessions):
+    """A worn block (84 %, rul_warning) swapped for a new one: four days on, the step up in SoH
+    is a replacement. The new block has too little history of its own for a fit: the old
+    estimate goes, both RUL types clear and resolve after the hold; resistance drift is judged
+    against the new block's own baseline, not the old one's."""
+    rul = harness.service.rul
+    assert rul.baseline_readings == 3  # the harness's alert settings, as ingest passes them
+    worn = fading(120)
+    send_history(harness, worn)
+    rul.refresh_due()
+    harness.at(120 * DAY_MINUTES - 1, soh_pct=84.0)
+    (warning,) = harness.alerts("rul_warning")
+    assert analytics(sessions).resistance_baseline_ohm == 0.005
+
+    fresh = new_block(120, 5)
+    send_history(harness, fresh)
+    rul.refresh_s = 0
+    assert rul.refresh(BATTERY) is None  # the new block's own five days: no fit yet
+    row = analytics(sessions)
+    assert (row.rul_status, row.rul_days, row.rul_computed_at) == (None, None, None)
+    assert row.resistance_baseline_ohm == 0.004  # the median of its first three
+    last = 125 * DAY_MINUTES
+    harness.at(last, soh_pct=100.4, internal_resistance=0.004)  # judged: clear, as of fresh[-1]
+    assert harness.alerts("rul_warning")[0].resolved_at is None  # not for the hold yet
+    rul.refresh_due()  # clear as of that reading, six hours on
+    harness.at(last + 1, soh_pct=100.4, internal_resistance=0.004)
+    resolved = harness.alerts("rul_warning")
+    assert [a.id for a in resolved] == [warning.id]
+    assert resolved[0].resolved_at == minute(last)
+    assert harness.alerts("rul_critical") == []
+
+    harness.at(last + 2, internal_resistance=0.0052)  # +30 % over 4 mΩ, +4 % over 5 mΩ
+    (drift,) = harness.alerts("resistance_drift")
+    assert (drift.severity, drift.actual_value) == ("warning", 30.0)
+
+
+def test_a_replaced_block_is_fitted_on_its_own_days_only(harness, sessions):
+    """Once the new block has history of its own, the estimate is its, and the old block's days
+    are not read back from the refresher's cache: the count is the new block's days."""
+    rul = harness.service.rul
+    rul.refresh_s = 0
+    send_history(harness, fading(120))
+    rul.refresh_due()  # caches the worn block's days
+    fresh = new_block(120, 100)
+    send_history(harness, fresh[:40])
+    rul.refresh_due()  # the replacement, found: the cache keeps the new block's days only
+    send_history(harness, fresh[40:])
+    estimate = rul.refresh(BATTERY)
+    assert estimate is not None
+    assert estimate == raw_estimate(fresh)
+    assert (estimate.n_days, estimate.n_points) == (100, 400)
+    assert estimate.fade_pct_per_year == pytest.approx(0.005 * 365.2425, rel=0.3)
+    assert estimate.rul_days is None or estimate.rul_days > 1000
+    assert analytics(sessions).rul_n_days == 100

@@ -237,7 +237,8 @@ def test_copy_timestamps_do_not_depend_on_the_session_time_zone(session):
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_failing_copy_raises_what_ingest_handles(session, monkeypatch):
     """Ingest retries or quarantines on SQLAlchemy errors; a raw driver error would end it."""
-    monkeypatch.setattr(store, "copy_text", lambda readings: "not a row\n")
+    bad = b"BAT-DC-CNX-01-UPS-01-STR-01-001\tnot a time\t1\t1\t1\t1\t1\t1\n"
+    monkeypatch.setattr(store, "copy_text", lambda readings: bad)
     with pytest.raises(SQLAlchemyError, match="invalid input syntax"):
         store_telemetry(session, [batch(1, 1)])
 

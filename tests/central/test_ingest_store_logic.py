@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from central.ingest.store import SequenceCounts, book, copy_text, newest_readings, stored_by
 from common import ids
 from common.schemas import Reading, TelemetryBatch
+from common.units import MEASUREMENTS
 
 SITE = "DC-CNX-01"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -60,7 +61,7 @@ def test_newest_reading_per_battery_in_battery_order():
     assert newest_readings(readings) == [readings[1], readings[0]]
 
 
-def test_copy_text_numbers_rows_and_keeps_utc_nulls_and_exact_floats():
+def test_copy_text_keeps_utc_nulls_and_exact_floats():
     late = Reading(
         battery_id=B1,
         ts=datetime(
@@ -68,8 +69,24 @@ def test_copy_text_numbers_rows_and_keeps_utc_nulls_and_exact_floats():
         ),  # Bangkok time
         voltage=0.1 + 0.2,
         current=-2.5,
+        soh_pct=1e-05,
     )
-    assert copy_text([reading(B2, 0, voltage=None), late]).splitlines() == [
-        f"0\t{B2}\t2026-03-01T00:00:00+00:00\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N",
-        f"1\t{B1}\t2026-03-01T00:00:00.123000+00:00\t0.30000000000000004\t-2.5\t\\N\t\\N\t\\N\t\\N",
+    assert copy_text([reading(B2, 0, voltage=None), late]).decode().splitlines() == [
+        f"{B2}\t2026-03-01T00:00:00+00:00\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N",
+        f"{B1}\t2026-03-01T00:00:00.123000+00:00\t0.30000000000000004\t-2.5\t\\N\t\\N\t\\N\t0.00001",
     ]
+    assert copy_text([]) == b""
+
+
+def test_copy_text_reads_back_as_the_same_values():
+    """Every field as COPY's text format parses it: the very floats, the instant, nulls."""
+    readings = [
+        Reading(battery_id=B1, ts=T0, voltage=13.267, current=-0.0, internal_resistance=1e-7),
+        Reading(battery_id=B2, ts=T0, temperature=-40.0, internal_resistance=1 / 3, soc_pct=100),
+    ]
+    for line, r in zip(copy_text(readings).decode().splitlines(), readings, strict=True):
+        fields = line.split("\t")
+        assert fields[0] == r.battery_id
+        assert datetime.fromisoformat(fields[1]) == r.ts
+        values = [None if f == "\\N" else float(f) for f in fields[2:]]
+        assert values == [getattr(r, name) for name in MEASUREMENTS]

@@ -7,17 +7,20 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from central import migrations
+from central.db import queries
 from central.db.engine import make_engine
 from central.db.models import Alert, Base, Telemetry
+from central.migrations import pg_telemetry
 from common.fleet import demo_fleet_path
 
 TABLES = set(Base.metadata.tables)
@@ -152,6 +155,96 @@ def test_pg_partition_helper_creates_months_and_moves_default_rows(migrated_url)
             assert where == "telemetry_p219906"
     finally:
         engine.dispose()
+
+
+def _key_and_options(connection, table: str) -> tuple[str, list[str]]:
+    """The definition of ``table``'s primary-key index and the table's storage parameters."""
+    key = connection.execute(
+        text(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary"
+        ),
+        {"t": table},
+    ).scalar_one()
+    options = connection.execute(
+        text("SELECT reloptions FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}
+    ).scalar_one()
+    return key, sorted(options or [])
+
+
+COVERING = (
+    "(battery_id, ts)"
+    " INCLUDE (voltage, current, temperature, internal_resistance, soc_pct, soh_pct)"
+)
+VACUUM_OPTIONS = [
+    "autovacuum_vacuum_insert_scale_factor=0",
+    f"autovacuum_vacuum_insert_threshold={pg_telemetry.VACUUM_INSERT_THRESHOLD}",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pg_telemetry_range_reads_only_the_covering_key(migrated_url):
+    """The API's telemetry statement is answered from the key alone, on every partition, old
+    and new, and each partition is vacuumed often enough for that to skip the heap."""
+    engine = make_engine(migrated_url)
+    try:
+        with engine.begin() as connection:
+            assert _key_and_options(connection, "telemetry")[0].endswith(COVERING)
+            for partition in ("telemetry_default", _month_partition(connection)):
+                key, options = _key_and_options(connection, partition)
+                assert key.endswith(COVERING) and options == VACUUM_OPTIONS, partition
+            connection.execute(text("SELECT brm_ensure_telemetry_partitions('2199-05-01', 1)"))
+            key, options = _key_and_options(connection, "telemetry_p219905")
+            assert key.endswith(COVERING) and options == VACUUM_OPTIONS
+
+            # The planner would scan a table this small; without that choice, it must show
+            # that the key alone answers the statement.
+            connection.execute(text("SET LOCAL enable_seqscan = off"))
+            connection.execute(text("SET LOCAL enable_bitmapscan = off"))
+            captured: list[str] = []
+
+            @event.listens_for(connection, "before_cursor_execute")
+            def capture(conn, cursor, statement, params, context, executemany) -> None:
+                captured.append(cursor.mogrify(statement, params).decode())
+
+            now = datetime(2199, 5, 2, tzinfo=UTC)
+            queries.telemetry_range(
+                Session(bind=connection), "B", now - timedelta(hours=24), now, 1000
+            )
+            event.remove(connection, "before_cursor_execute", capture)
+            plan = "\n".join(connection.execute(text(f"EXPLAIN {captured[0]}")).scalars())
+            assert "Index Only Scan" in plan and " Index Scan" not in plan, plan
+    finally:
+        engine.dispose()
+
+
+def _month_partition(connection) -> str:
+    return connection.execute(
+        text(
+            "SELECT inhrelid::regclass::text FROM pg_inherits"
+            " WHERE inhparent = 'telemetry'::regclass AND inhrelid::regclass::text <> "
+            "'telemetry_default' ORDER BY 1 LIMIT 1"
+        )
+    ).scalar_one()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pg_covering_key_downgrades_to_the_plain_key(db_url):
+    migrations.upgrade(db_url)
+    migrations.downgrade(db_url, "0006")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            key, options = _key_and_options(connection, "telemetry_default")
+            assert key.endswith("(battery_id, ts)") and options == []
+            connection.execute(text("SELECT brm_ensure_telemetry_partitions('2199-05-01', 1)"))
+            assert _key_and_options(connection, "telemetry_p219905")[1] == []
+    finally:
+        engine.dispose()
+    migrations.upgrade(db_url)
+    assert migrations.current_revision(db_url) == migrations.head_revision()
 
 
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.rul import RulStatus, daily_medians, estimate_rul
+from central.alerts import renewed_baseline
+from central.rul import RulStatus, daily_medians, estimate_rul, replacement_start
 
 DAY = 86_400.0
 YEAR_DAYS = 365.2425
@@ -57,6 +58,93 @@ def test_daily_medians_take_one_median_per_utc_day_at_its_mean_time() -> None:
 def test_daily_medians_of_nothing_are_empty() -> None:
     days, medians = daily_medians(np.array([1.0, 2.0]), np.array([np.nan, np.nan]))
     assert days.size == 0 and medians.size == 0
+
+
+# --------------------------------------------------------------------------- replacement
+
+
+def replaced(years_old: float, days_new: int, noise: float = 0.3, seed: int = 0):
+    """(times, SoH %): a block fading 4 %/yr for ``years_old`` (to 84 % at 4 years), then a new
+    one at 100.5 % fading 2 %/yr for ``days_new`` days; and the index of the new block's day 0."""
+    old_days = round(years_old * YEAR_DAYS)
+    times, soh = history(lambda y: 100.0 - 4.0 * y, old_days + days_new, noise=noise, seed=seed)
+    new = np.arange(times.size) >= old_days
+    years_new = (times - times[old_days]) / DAY / YEAR_DAYS
+    soh[new] = (
+        100.5
+        - 2.0 * years_new[new]
+        + np.random.default_rng(seed + 99).normal(0.0, noise, int(new.sum()))
+    )
+    return times, soh, old_days
+
+
+def test_a_replacement_is_the_latest_step_up_held_by_the_days_after() -> None:
+    _, soh, first = replaced(4.0, 200)
+    assert replacement_start(soh) == first
+    twice = np.concatenate([soh, soh[first : first + 10] * 0 + 80.0, soh[first : first + 30]])
+    assert replacement_start(twice) == soh.size + 10  # a second swap, after a dip
+    assert replacement_start(soh[:first]) == 0  # a fade alone has none
+
+
+@pytest.mark.parametrize("high_days", [1, 2, 3])
+def test_a_few_days_measured_high_are_not_a_replacement(high_days: int) -> None:
+    """A glitch (a day or three reading 100 %) is not held by the days after it; nor is a
+    step the newest days have not confirmed yet."""
+    _, soh = history(linear, 8 * 365)  # 84 % now
+    glitched = soh.copy()
+    glitched[1000 : 1000 + high_days] = 100.0
+    assert replacement_start(glitched) == 0
+    fresh = np.concatenate([soh, np.full(high_days, 100.0)])
+    assert replacement_start(fresh) == 0  # too new to tell from a glitch
+    held = np.concatenate([soh, np.full(4, 100.0)])
+    assert replacement_start(held) == soh.size  # four days on, it is one
+
+
+def test_noise_of_a_real_monitor_and_small_recoveries_are_not_replacements() -> None:
+    """SoH estimates scattered by a point or more (σ 1 %), 2 % of the days reading 0 % or 100 %,
+    and a 3-point recovery (an equalising charge) over 50 seeded decade-long histories."""
+    rng = np.random.default_rng(11)
+    for seed in range(50):
+        _, soh = history(linear, 10 * 365, noise=1.0, seed=seed)
+        soh[2000:] += 3.0
+        spikes = rng.random(soh.size) < 0.02
+        soh[spikes] = rng.choice([0.0, 100.0], size=int(spikes.sum()))
+        assert replacement_start(soh) == 0, seed
+
+
+def test_a_short_history_has_no_replacement() -> None:
+    assert replacement_start(np.array([80.0, 100.0, 100.0, 100.0])) == 0
+    assert replacement_start(np.array([80.0, 100.0, 100.0, 100.0, 100.0])) == 1
+    assert replacement_start(np.array([])) == 0
+
+
+def test_the_fit_sees_only_the_new_block() -> None:
+    """The old block's fade (4 %/yr, end of life close) is not the new one's (2 %/yr)."""
+    times, soh, first = replaced(4.0, 400)
+    estimate = estimate_rul(times, soh)
+    alone = estimate_rul(times[first:], soh[first:])
+    assert estimate is not None and alone is not None
+    assert estimate == alone
+    assert (estimate.n_days, estimate.n_points) == (400, 400)
+    assert estimate.fade_pct_per_year == pytest.approx(2.0, rel=0.25)
+    assert estimate.rul_days > 3000
+
+
+def test_a_new_block_has_no_estimate_until_it_has_its_own_history() -> None:
+    times, soh, first = replaced(4.0, 60)  # 60 days: under the 90-day span
+    assert estimate_rul(times[:first], soh[:first]).rul_days < 400  # the old block: a year
+    assert estimate_rul(times, soh) is None
+
+
+def test_a_new_blocks_baseline_is_its_own_first_readings_when_resistance_stepped_down() -> None:
+    """The resistance half of a replacement (``central.alerts.renewed_baseline``): a new block
+    reads well below the worn one; a block whose SoH recovered without that keeps its own."""
+    worn = [0.0068, 0.0070, None, 0.0069]
+    new = [0.0047, 0.0046, 0.0, 0.0048, 0.0045]
+    assert renewed_baseline(worn, new, 3) == 0.0047  # median of its first three valid
+    assert renewed_baseline(worn, new[:3], 3) is None  # two valid so far: not yet
+    assert renewed_baseline(worn, [0.0066, 0.0065, 0.0067], 3) is None  # only 4 % down
+    assert renewed_baseline([], new, 3) is None  # nothing to compare with
 
 
 # --------------------------------------------------------------------------- accuracy

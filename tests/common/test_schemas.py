@@ -2,14 +2,18 @@ import json
 from datetime import UTC, date, datetime
 
 import pytest
+from pydantic import ValidationError
 
+from common import ids
 from common.schemas import (
     Birth,
     Events,
+    Reading,
     SchemaError,
     State,
     TelemetryBatch,
     decode,
+    describe_errors,
     encode,
 )
 
@@ -212,3 +216,81 @@ def test_events():
     assert events.events[0].kind == "communication_lost"
     with pytest.raises(SchemaError, match="kind"):
         decode(Events, encode(events).replace(b"communication_lost", b"exploded"))
+
+
+@pytest.mark.parametrize(
+    "battery_id",
+    [
+        BAT,
+        "BAT-DC-CNX-01-UPS-99-STR-99-999",
+        "BAT-DC-CNX-00-UPS-10-STR-10-100",
+        "BAT-DC-CNX-01-UPS-01-STR-01-010",
+        "BAT-DC-CNX-01-UPS-00-STR-01-001",
+        "BAT-DC-CNX-01-UPS-01-STR-00-001",
+        "BAT-DC-CNX-01-UPS-01-STR-01-000",
+        "BAT-DC-CNX-01-UPS-01-STR-01-01",
+        "BAT-DC-CNX-01-UPS-01-STR-01-0001",
+        "BAT-DC-cnx-01-UPS-01-STR-01-001",
+        "BAT-DC-CNX-01-UPS-01-STR-01-001\n",
+        " BAT-DC-CNX-01-UPS-01-STR-01-001",
+        "BAT-DC-CNX-01-UPS-١-STR-01-001",
+        "",
+    ],
+)
+def test_battery_ids_are_judged_as_the_id_rules_do_and_refused_in_their_words(battery_id):
+    """The schema checks battery IDs by a pattern (in Rust, for speed): same verdict and same
+    message as ``common.ids``."""
+    payload = json.loads(_batch())
+    payload["readings"][0]["battery_id"] = battery_id
+    try:
+        ids.validate_battery_id(battery_id)
+    except ids.InvalidIdError as exc:
+        with pytest.raises(SchemaError) as refused:
+            decode(TelemetryBatch, json.dumps(payload))
+        assert refused.value.reason == f"readings.0.battery_id: Value error, {exc}"
+    else:
+        payload["site_id"] = ids.parse_battery_id(battery_id).location_id
+        payload["readings"][1]["battery_id"] = battery_id
+        batch = decode(TelemetryBatch, json.dumps(payload))
+        assert batch.readings[0].battery_id == battery_id
+
+
+def test_a_timestamp_without_zone_is_refused_in_plain_words():
+    payload = json.loads(_batch())
+    payload["readings"][1]["ts"] = "2025-11-30T08:00:00"
+    with pytest.raises(SchemaError) as refused:
+        decode(TelemetryBatch, json.dumps(payload))
+    assert refused.value.reason == (
+        "readings.1.ts: Value error, timestamp 2025-11-30T08:00:00 has no time zone"
+    )
+    with pytest.raises(ValidationError) as invalid:
+        Reading(battery_id=BAT, ts=datetime(2025, 11, 30, 8, 0))
+    assert describe_errors(invalid.value) == (
+        "ts: Value error, timestamp 2025-11-30T08:00:00 has no time zone"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("2025-11-30T08:00:00.123Z", datetime(2025, 11, 30, 8, 0, 0, 123000, tzinfo=UTC)),
+        ("2025-11-30T08:00:00.123999Z", datetime(2025, 11, 30, 8, 0, 0, 123000, tzinfo=UTC)),
+        ("2025-11-30T15:00:00.5+07:00", datetime(2025, 11, 30, 8, 0, 0, 500000, tzinfo=UTC)),
+        ("2025-11-30T08:00:00+00:00", datetime(2025, 11, 30, 8, 0, tzinfo=UTC)),
+    ],
+)
+def test_reading_times_are_utc_with_whole_milliseconds(sent, stored):
+    payload = json.loads(_batch())
+    payload["readings"][0]["ts"] = sent
+    ts = decode(TelemetryBatch, json.dumps(payload)).readings[0].ts
+    assert ts == stored
+    assert ts.tzinfo is UTC  # datetime's own, as every other time in the programs
+    built = Reading(battery_id=BAT, ts=datetime.fromisoformat(sent.replace("Z", "+00:00")))
+    assert (built.ts, built.ts.tzinfo) == (stored, UTC)
+
+
+def test_a_message_without_its_schema_version_is_refused():
+    payload = json.loads(_batch())
+    del payload["schema"]
+    with pytest.raises(SchemaError, match="unsupported schema version None"):
+        decode(TelemetryBatch, json.dumps(payload))

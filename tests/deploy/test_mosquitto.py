@@ -28,6 +28,7 @@ from tests.deploy.support import (
     ADD_SITE,
     BROKER_SETUP,
     COMPOSE_LISTENER,
+    REPO,
     ShippedBroker,
     printed_setting,
     render,
@@ -444,8 +445,10 @@ def test_the_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (Debian package shellcheck)")
+    scripts = [ADD_SITE, BROKER_SETUP, REPO / ".ci" / "run", *sorted(REPO.glob("scripts/*.sh"))]
+    assert REPO / "scripts" / "vendor_dashboard.sh" in scripts
     done = subprocess.run(
-        [shellcheck, str(ADD_SITE), str(BROKER_SETUP)],
+        [shellcheck, *map(str, scripts)],
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout

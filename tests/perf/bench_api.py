@@ -16,8 +16,9 @@ The store: 125 sites (the demo fleet's 9 plus synthetic ones) x 4 UPS x 5 string
 one ``battery_latest`` row each, a few hundred active alerts. Telemetry: 25,000 of the batteries
 with the last 24 h at 60 s (36.0 M rows) and, before that, a reading every 4 h over 93 days
 (14.0 M rows), so four monthly partitions hold data. Rows are written in time order, as ingest
-writes them, so one battery's day is spread over 1,440 heap pages; each month's key is built
-after its rows, then the month is attached; then ``VACUUM ANALYZE``.
+writes them, so one battery's day is spread over 1,440 heap pages; each month's key (covering, as
+the migrations make it) is built after its rows, then the month is attached; then ``VACUUM
+ANALYZE``, and then the newest minutes, which autovacuum has not yet reached in a live store.
 
 Each figure is measured three ways, on separate random samples of the same requests: over HTTP
 to ``battery-central serve`` (gunicorn, as in production; a keep-alive client, one request at a
@@ -62,6 +63,7 @@ from central.api import create_app
 from central.api.extensions import db
 from central.db.engine import make_engine, make_session_factory
 from central.db.inventory import load_fleet_locations
+from central.migrations import pg_telemetry
 from central.settings import CentralSettings
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
@@ -79,6 +81,10 @@ TELEMETRY_BATTERIES = 25_000  # every 4th battery
 RECENT_READINGS = 1440  # the last 24 h at 60 s
 HISTORY_READINGS = 560  # before that, every 4 h (93 days)
 HISTORY_STEP = timedelta(hours=4)
+# The newest minutes go in after VACUUM: the most autovacuum leaves unmarked all-visible just
+# before its next run (fewer than ``pg_telemetry.VACUUM_INSERT_THRESHOLD`` rows), so the
+# telemetry figure pays the heap visits a live store pays for them.
+UNVACUUMED_MINUTES = pg_telemetry.VACUUM_INSERT_THRESHOLD // TELEMETRY_BATTERIES - 1
 ACTIVE_ALERTS = 300
 RESOLVED_ALERTS = 3000
 PAGE = 1000
@@ -221,7 +227,7 @@ def load_telemetry(connection: Any, phase: Phase, end: datetime, batteries: int)
     history_first = history_last - (HISTORY_READINGS - 1) * HISTORY_STEP
     series = (
         (history_first, history_last, HISTORY_STEP),
-        (recent_first, end, timedelta(minutes=1)),
+        (recent_first, end - timedelta(minutes=UNVACUUMED_MINUTES), timedelta(minutes=1)),
     )
     total = 0
     for lower in month_starts(history_first, end):
@@ -229,7 +235,10 @@ def load_telemetry(connection: Any, phase: Phase, end: datetime, batteries: int)
         part = f"telemetry_p{lower:%Y%m}"
         with phase(f"telemetry {lower:%Y-%m}"), connection.cursor() as cursor:
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(part)))
-            cursor.execute(f"CREATE TABLE {part} (LIKE telemetry INCLUDING DEFAULTS)")
+            cursor.execute(
+                f"CREATE TABLE {part} (LIKE telemetry INCLUDING DEFAULTS)"
+                f" WITH ({pg_telemetry.PARTITION_OPTIONS})"
+            )
             rows = 0
             for first, last, step in series:
                 bounds = {"first": first, "last": last, "step": step}
@@ -237,7 +246,11 @@ def load_telemetry(connection: Any, phase: Phase, end: datetime, batteries: int)
                     INSERT_TELEMETRY.format(part=part), {**bounds, "lower": lower, "upper": upper}
                 )
                 rows += cursor.rowcount
-            cursor.execute(f"ALTER TABLE {part} ADD PRIMARY KEY (battery_id, ts)")
+            # The migrations' key (ATTACH adopts it rather than building another).
+            covered = ", ".join(pg_telemetry.COVERED_COLUMNS)
+            cursor.execute(
+                f"ALTER TABLE {part} ADD PRIMARY KEY (battery_id, ts) INCLUDE ({covered})"
+            )
             # The check lets ATTACH skip scanning the month for rows outside its bounds.
             cursor.execute(
                 f"ALTER TABLE {part} ADD CONSTRAINT {part}_bounds"
@@ -253,10 +266,22 @@ def load_telemetry(connection: Any, phase: Phase, end: datetime, batteries: int)
             connection.commit()
             print(f" {rows:,} rows", end="")
             total += rows
-    expected = batteries * (RECENT_READINGS + HISTORY_READINGS)
+    expected = batteries * (RECENT_READINGS + HISTORY_READINGS - UNVACUUMED_MINUTES)
     if total != expected:
         raise RuntimeError(f"{total:,} telemetry rows loaded, expected {expected:,}")
     return total
+
+
+def load_unvacuumed(connection: Any, end: datetime) -> int:
+    """The newest ``UNVACUUMED_MINUTES`` of readings, through the partitioned table."""
+    first = end - timedelta(minutes=UNVACUUMED_MINUTES - 1)
+    bounds = {"first": first, "last": end, "step": timedelta(minutes=1)}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            INSERT_TELEMETRY.format(part="telemetry"),
+            {**bounds, "lower": first, "upper": end + timedelta(minutes=1)},
+        )
+        return cursor.rowcount
 
 
 LOCATION_COLUMNS = (
@@ -389,6 +414,8 @@ def load(url: str, scale: float) -> dict[str, str]:
         connection.autocommit = True
         with phase("VACUUM ANALYZE"), connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
+        with phase(f"telemetry: the newest {UNVACUUMED_MINUTES} minutes, after VACUUM"):
+            rows += load_unvacuumed(connection, end)
         meta = {
             "loaded_at": now.isoformat(),
             "telemetry_end": end.isoformat(),
@@ -786,12 +813,13 @@ def clip(line: str, width: int = 300) -> str:
 
 def explain(series_list: list[Series], cursor: Any, sites: list[str]) -> None:
     """EXPLAIN (ANALYZE, BUFFERS) of each captured statement, for representative requests."""
+    lists = [s for s in series_list if s.window is None]  # the page, then the site's page
     cases = [
-        (series_list[0], [(3 * PAGE, 0)], "first page"),
-        (series_list[0], [(3 * PAGE, 99 * PAGE)], "last page (skip=99,000)"),
-        (series_list[1], [(sites[0], sites[-1])], f"site {sites[-1]}"),
-        (series_list[2], None, "telemetry"),
-    ]
+        (lists[0], [(3 * PAGE, 0)], "first page"),
+        (lists[0], [(3 * PAGE, 99 * PAGE)], "last page (skip=99,000)"),
+        (lists[1], [(sites[0], sites[-1])], f"site {sites[-1]}"),
+    ] if lists else []  # fmt: skip
+    cases += [(s, None, "telemetry") for s in series_list if s.window is not None]
     for series, fixed, label in cases:
         script = series.script
         assert script is not None
@@ -865,6 +893,9 @@ def main() -> None:
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each statement")
     parser.add_argument("--profile", action="store_true", help="cProfile in-process requests")
     parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument(
+        "--only", choices=("list", "telemetry"), help="measure only these requests (quicker)"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
@@ -876,6 +907,9 @@ def main() -> None:
         data_end = datetime.fromisoformat(meta["telemetry_end"])
         ensure_user(url)
         series_list, window = make_series(sites, telemetry_batteries, data_end)
+        if args.only is not None:
+            telemetry = args.only == "telemetry"
+            series_list = [s for s in series_list if (s.window is not None) == telemetry]
         with (
             api_server(url, Path(tmp)) as (port, server, worker),
             contextlib.closing(psycopg2.connect(url)) as connection,
@@ -938,12 +972,13 @@ def report(
             f"(gunicorn closes keep-alive connections idle for 2 s: {http.reconnects} reconnects,"
             " each on the first warm-up request after the other ways ran)"
         )
-    checks = (
-        ("batteries list", series_list[0], LIST_P95_REACH_MS),
-        ("batteries list by site", series_list[1], LIST_P95_REACH_MS),
-        ("24-hour telemetry", series_list[2], TELEMETRY_P95_REACH_MS),
-    )
-    for name, series, reach in checks:
+    for series in series_list:
+        name, reach = (
+            ("24-hour telemetry", TELEMETRY_P95_REACH_MS)
+            if series.window is not None
+            else ("batteries list" + (" by site" if "location_id" in series.title else ""),
+                  LIST_P95_REACH_MS)
+        )  # fmt: skip
         figures = series.figures.get(HTTP_WAY) or next(iter(series.figures.values()))
         p95 = statistics.median(f[1] for f in figures)
         verdict = "met" if p95 < reach else "MISSED"

@@ -87,6 +87,35 @@ def test_a_fault_may_have_started_in_the_past(api):
     assert seconds["start"] == QUIET_EPOCH - 3600
 
 
+def test_a_replaced_block_reads_new_and_the_replacement_cannot_be_cleared(api):
+    """A block aged fast for a year is swapped: the snapshot reads the new one, the fault says
+    what it is, and the ageing fault, the old block's, ended with it."""
+    faults = "/sites/DC-CNX-01/faults"
+    _, ageing = api.handle(
+        "POST",
+        faults,
+        {"kind": "accelerated_ageing", "target": BAT, "params": {"factor": 8}, "start": 0},
+    )
+    _, old = api.handle("GET", "/sites/DC-CNX-01/snapshot", None)
+    assert old["soh_pct"][0][6] < 80.0
+    status, fault = api.handle("POST", faults, {"kind": "block_replaced", "target": BAT})
+    assert status == HTTPStatus.CREATED
+    assert fault["end"] == fault["start"]
+    assert set(fault["params"]) == {"soh_pct", "resistance_ohm"}
+    _, new = api.handle("GET", "/sites/DC-CNX-01/snapshot", None)
+    assert new["soh_pct"][0][6] == pytest.approx(fault["params"]["soh_pct"], abs=1.5)
+    assert new["internal_resistance"][0][6] == pytest.approx(
+        fault["params"]["resistance_ohm"], rel=0.05
+    )
+    assert new["internal_resistance"][0][6] < 0.8 * old["internal_resistance"][0][6]
+    _, listing = api.handle("GET", faults, None)
+    ends = {f["id"]: f["end"] for f in listing["faults"]}
+    assert ends == {ageing["id"]: fault["start"], fault["id"]: fault["start"]}
+    with pytest.raises(ControlError) as refused:
+        api.handle("DELETE", f"{faults}/{fault['id']}", None)
+    assert (refused.value.status, refused.value.code) == (HTTPStatus.CONFLICT, "ALREADY_CLEARED")
+
+
 def test_dropout_reads_null_not_nan(api):
     api.handle("POST", "/sites/DC-CNX-01/faults", {"kind": "sensor_dropout", "target": BAT})
     _, document = api.handle("GET", "/sites/DC-CNX-01/snapshot", None)

@@ -13,6 +13,7 @@ from common.fleet import demo_fleet_path, load_fleet
 from simulators.twin import DeviceCondition, Fault, FaultKind, SiteTwin, StringStatus
 from simulators.twin import model as physics
 from simulators.twin.faults import dropout_modes
+from simulators.twin.history import site_history
 from simulators.twin.params import SECONDS_PER_DAY
 
 QUIET = (
@@ -304,6 +305,90 @@ def test_a_fault_injected_with_a_past_start_is_part_of_the_twins_history(twin, b
     assert 0 < ref[1, 1, 9] - fast[1, 1, 9] < ref[2, 1, 9] - fast[2, 1, 9]
 
 
+def test_a_replaced_block_starts_new_and_ages_afresh_from_then(twin, baseline, t):
+    """SoH back to the new block's own (99-102 %), resistance to its own R0, ageing from zero
+    at its own rate; the rest of the site untouched; the old block's lost capacity gone."""
+    ageing = twin.inject("accelerated_ageing", BATTERY, t - 300 * SECONDS_PER_DAY, factor=6)
+    swap = t + 0.5 * SECONDS_PER_DAY
+    fault = twin.inject("block_replaced", BATTERY, swap)
+    assert (fault.start, fault.end) == (swap, swap)  # an event: never active, nothing to clear
+    assert twin.faults(swap) == []
+    new_soh, new_r0 = fault.params["soh_pct"], fault.params["resistance_ohm"]
+    assert 99.0 <= new_soh <= 102.0
+    assert 0.8 < new_r0 / twin.params.r0_ohm < 1.25
+    ended = {f.id: f for f in twin.faults()}[ageing.id]
+    assert ended.end == swap  # the fast ageing was the old block's: it left with it
+    with pytest.raises(ValueError, match="already ended"):
+        twin.clear(fault.id, swap + 1.0)
+
+    times = swap + SECONDS_PER_DAY * np.array([-1.0, 0.0, 1.0, 365.0, 730.0])
+    soh, ref = twin.true_soh(times), baseline.true_soh(times)
+    assert soh[0, 1, 9] < ref[0, 1, 9] - 0.05  # the old block, aged fast
+    assert soh[1, 1, 9] == pytest.approx(new_soh / 100, abs=1e-12)
+    assert (np.diff(soh[1:, 1, 9]) < 0).all()  # and ages from then on
+    own = baseline.true_soh(np.array([twin.installed_t, twin.installed_t + 730 * SECONDS_PER_DAY]))
+    first_two_years = own[0, 1, 9] - own[1, 1, 9]
+    assert soh[1, 1, 9] - soh[4, 1, 9] == pytest.approx(first_two_years, rel=0.5)
+    unchanged = np.ones(soh.shape[1:], dtype=bool)
+    unchanged[1, 9] = False
+    np.testing.assert_array_equal(soh[:, unchanged], ref[:, unchanged])
+
+    new = twin.readings(np.array([swap]))
+    assert new["internal_resistance"][0, 1, 9] == pytest.approx(new_r0, rel=0.05)  # its noise
+    assert new["soh_pct"][0, 1, 9] == pytest.approx(new_soh, abs=1.5)
+    assert twin.end_of_life_time()[1, 9] > swap + 5 * 365 * SECONDS_PER_DAY
+
+
+def test_a_replacement_is_seeded_and_its_params_may_be_given(twin, baseline, t):
+    first = twin.inject("block_replaced", BATTERY, t)
+    again = baseline.inject("block_replaced", BATTERY, t)
+    assert first.params == again.params  # same site, seed, block and time: the same new block
+    other = SiteTwin(QUIET, seed=5).inject("block_replaced", BATTERY, t + 1.0)
+    assert other.params != first.params
+    given = SiteTwin(QUIET, seed=5)
+    fault = given.inject("block_replaced", BATTERY, t, soh_pct=95, resistance_ohm=0.005)
+    assert fault.params == {"soh_pct": 95.0, "resistance_ohm": 0.005}
+    at = given.readings(np.array([t]))
+    assert at["soh_pct"][0, 1, 9] == pytest.approx(95.0, abs=1.5)
+    assert at["internal_resistance"][0, 1, 9] == pytest.approx(0.005, rel=0.05)
+
+
+def test_a_replaced_block_gets_no_credit_for_the_old_blocks_cycles():
+    """Outages cost the old block cycle life; the new block carries only its own."""
+    stormy = load_fleet(demo_fleet_path()).get("DC-CNX-01")
+    stormy = stormy.model_copy(update={"power_outage_frequency_per_year": 40.0})
+    twin, kept = SiteTwin(stormy, seed=2), SiteTwin(stormy, seed=2)
+    swap = twin.installed_t + 3 * 365 * SECONDS_PER_DAY
+    twin.inject("block_replaced", BATTERY, swap, soh_pct=100.0)
+    after = np.array([swap + 60.0])
+    old = kept.true_soh(after)[0, 1, 9]
+    assert old < kept.blocks.soh0[1, 9] - kept._rate[1, 9] * kept._table.lookup(after)[0] - 1e-4
+    # A minute after the swap only a minute's calendar ageing: no old cycle loss.
+    assert twin.true_soh(after)[0, 1, 9] == pytest.approx(1.0, abs=1e-6)
+    later = twin.true_soh(np.array([swap + 365 * SECONDS_PER_DAY]))[0, 1, 9]
+    assert later < 1.0 - 1e-4
+
+
+def test_a_history_across_a_replacement_shows_both_blocks(twin, t):
+    """What central's RUL fit meets: a fading block, then a step up to a new one."""
+    twin.inject("accelerated_ageing", BATTERY, t - 400 * SECONDS_PER_DAY, factor=8)
+    swap = t - 100 * SECONDS_PER_DAY
+    twin.inject("block_replaced", BATTERY, swap)
+    rows = [
+        row
+        for row in site_history(twin, t - 300 * SECONDS_PER_DAY, t, SECONDS_PER_DAY)
+        if row.battery_id == BATTERY
+    ]
+    before = [row for row in rows if row.t < swap]
+    after = [row for row in rows if row.t >= swap]
+    assert len(before) == 200 and len(after) == 100
+    assert before[-1].soh_pct < 92.0 and after[0].soh_pct > 98.0
+    assert after[0].internal_resistance < 0.85 * before[-1].internal_resistance
+    truth = 100 * twin.true_soh(np.array([row.t for row in rows]))[:, 1, 9]
+    measured = np.array([row.soh_pct for row in rows])
+    assert np.abs(measured - truth).max() < 6 * twin.params.noise_soh_pct
+
+
 @pytest.mark.parametrize(
     ("kind", "target", "error"),
     [
@@ -321,6 +406,8 @@ def test_a_fault_injected_with_a_past_start_is_part_of_the_twins_history(twin, b
         ("overcharge", SITE, ValueError),
         ("capacity_loss", STRING, ValueError),
         ("accelerated_ageing", UPS, ValueError),
+        ("block_replaced", STRING, ValueError),
+        ("block_replaced", "BAT-DC-CNX-01-UPS-01-STR-01-037", KeyError),
         ("meteor_strike", SITE, ValueError),
     ],
 )
@@ -353,6 +440,10 @@ def test_invalid_targets_and_kinds_are_refused(twin, t, kind, target, error):
         ("capacity_loss", BATTERY, {"factor": 2}),
         ("accelerated_ageing", BATTERY, {"factor": 0.5}),
         ("accelerated_ageing", STRING, {"factor": float("inf")}),
+        ("block_replaced", BATTERY, {"soh_pct": 49}),
+        ("block_replaced", BATTERY, {"soh_pct": 111}),
+        ("block_replaced", BATTERY, {"resistance_ohm": 0}),
+        ("block_replaced", BATTERY, {"factor": 2}),
     ],
 )
 def test_bad_params_are_refused(twin, t, kind, target, params):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -71,10 +74,44 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_a_stored_upload_reports_its_cost(url: str) -> None:
+    """The call returns once the child has answered; the child then ends on its own."""
     upload_id = str(uuid.uuid4())
     report = store_in_child(url, NASA, UploadMetadata(filename=NASA.name), upload_id, limits())
     assert report.seconds > 0 and report.rss_growth_bytes > 0
     assert counts(url)[0] == 1
+    server_pid = forkserver._forkserver._forkserver_pid
+    deadline = time.monotonic() + 30
+    while children_of(server_pid):
+        assert time.monotonic() < deadline, "the child did not end"
+        time.sleep(0.01)
+
+
+def test_children_do_not_run_the_servers_main_module_again(url: str, tmp_path: Path) -> None:
+    """The stdlib would re-run the parent's ``__main__`` in each child (for the server, the
+    ``battery-central`` script and the whole app with it) before the job starts."""
+    marker = tmp_path / "main-ran-in-a-child"
+    server = tmp_path / "server.py"
+    server.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from pathlib import Path
+
+            if __name__ != "__main__":
+                Path({str(marker)!r}).touch()
+            else:
+                from central.research.store import UploadMetadata
+                from central.research.worker import ParseLimits, store_in_child
+
+                limits = ParseLimits(2 * 1024**3, 120.0, 512 * 1024**2, 0.8)
+                meta = UploadMetadata(filename="main.mat")
+                store_in_child(sys.argv[1], Path(sys.argv[2]), meta, "main", limits)
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(server), url, str(NASA)], check=True, timeout=120)
+    assert counts(url) == (1, 28)
+    assert not marker.exists()
 
 
 def test_a_crashing_reader_is_a_clear_error_and_stores_nothing(url: str) -> None:
