@@ -7,7 +7,9 @@ against the bytes that hold them (scipy sizes object arrays from declared dimens
 dataset's declared shape is checked before it is read (a compression bomb declares a huge shape).
 Whatever scipy or h5py raise while reading becomes :class:`InvalidMatFileError`.
 
-v4/v5/v7 files are loaded by ``scipy.io.loadmat`` (bounded by the budget); v7.3 files stay open in
+v4/v5/v7 files are loaded by ``scipy.io.loadmat`` (bounded by the budget); a v5 file's variables
+are inflated once, by the check, into an uncompressed temporary file that scipy then reads (on
+disk, not in memory, while scipy builds its arrays). v7.3 files stay open in
 ``h5py`` and are read one dataset at a time through :class:`MatNode`, which gives layout readers
 the same struct/cell/array view of both.
 """
@@ -372,7 +374,9 @@ def _child_count(
     return count * (len(names) // name_length)
 
 
-def _check_v5(fh: BinaryIO, size: int, byte_order: str, budget: Budget, image: BinaryIO) -> None:
+def _write_checked_v5(
+    fh: BinaryIO, size: int, byte_order: str, budget: Budget, image: BinaryIO
+) -> None:
     """Walk every top-level element: inside the file, within budget, structurally bounded.
 
     What was checked goes to ``image`` as an uncompressed v5 file (the header, then each
@@ -826,7 +830,7 @@ def open_mat(path: Path, budget: Budget | None = None) -> Iterator[MatContents]:
             contents = _load_scipy(fh)
         elif version is not MatVersion.V73:
             with tempfile.TemporaryFile() as image:
-                _check_v5(fh, size, byte_order, budget, image)
+                _write_checked_v5(fh, size, byte_order, budget, image)
                 image.seek(0)
                 contents = _load_scipy(image)
     if version is not MatVersion.V73:

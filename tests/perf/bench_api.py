@@ -24,7 +24,10 @@ Each figure is measured three ways, on separate random samples of the same reque
 to ``battery-central serve`` (gunicorn, as in production; a keep-alive client, one request at a
 time), in-process through Flask's test client (no HTTP server), and the SQL alone: the very
 statements SQLAlchemy issued for the request, captured and replayed through psycopg2 with
-``fetchall``. HTTP minus SQL is what the server, Flask and JSON cost. Prints medians of RUNS runs.
+``fetchall``. HTTP minus SQL is what the server, Flask and JSON cost. Telemetry's SQL is also
+replayed with index-only scans off, so each reading comes from the table as it did before the
+key covered the values (migration 0007): the baseline of the same run. Prints medians of RUNS
+runs.
 """
 
 from __future__ import annotations
@@ -747,6 +750,11 @@ def make_series(
     return series, window
 
 
+# The telemetry statements with the planner kept from index-only scans: each reading is then
+# read from the table, as with a key that does not cover the values (before migration 0007).
+SQL_FROM_TABLE_WAY = "SQL only, rows read from the table"
+
+
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
@@ -771,11 +779,20 @@ def measure(
         series.script.replay(cursor, request.swaps())
         return b"", time.perf_counter() - started
 
-    ways: tuple[tuple[str, Callable[[Request], tuple[bytes, float]]], ...] = (
+    def sql_from_table(request: Request) -> tuple[bytes, float]:
+        cursor.execute("SET enable_indexonlyscan = off")
+        try:
+            return sql_get(request)
+        finally:
+            cursor.execute("RESET enable_indexonlyscan")
+
+    ways: list[tuple[str, Callable[[Request], tuple[bytes, float]]]] = [
         (HTTP_WAY, lambda request: http.get(request.path)),
         ("in-process (Flask test client)", lambda request: local.get(request.path)),
         ("SQL only (psycopg2, same statements)", sql_get),
-    )
+    ]
+    if series.window is not None:  # the baseline: what the key alone saves over the table
+        ways.append((SQL_FROM_TABLE_WAY, sql_from_table))
     for way, get in ways:
         for request in sample(WARMUP):
             get(request)
