@@ -261,10 +261,12 @@ def _log_to_stderr() -> None:
 
 
 def _ingest(settings: CentralSettings) -> None:
-    # Imported here: the database commands need neither paho, gunicorn nor the ingest package.
-    from central.api.live import live_events_for
+    # Imported here: the database commands need neither paho nor the ingest package (and ingest
+    # needs neither gunicorn nor the API).
+    from central.ingest.loop import IngestLoop, describe
     from central.ingest.mqtt import MqttError
-    from central.server import IngestLoop, describe, settle_garbage_collector
+    from central.live_events import live_events_for
+    from central.runtime import settle_garbage_collector
 
     _require_newest_schema(settings)
     _log_to_stderr()

@@ -1,4 +1,4 @@
-"""The API's production server (gunicorn) and the ingest loop, alone or in the server's worker.
+"""The API's production server (gunicorn), with or without the ingest loop in its worker.
 
 The server runs one ``gthread`` worker: a Socket.IO session lives in the process that accepted
 it. More servers (or workers) need ``api.socketio_message_queue`` (Redis) and sticky sessions at
@@ -8,7 +8,6 @@ the worker from its arbiter, so ingest starts there (``post_worker_init``), once
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from typing import Any
@@ -21,63 +20,16 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from central.api import ApiConfigError, create_app
-from central.api.live import disconnect_all, live_events_for
-from central.db.engine import make_engine, make_session_factory
-from central.ingest.mqtt import IngestConnection, MqttError
-from central.ingest.service import IngestService, IngestStats
-from central.live_events import LiveEvents, NoLiveEvents
+from central.api.live import disconnect_all
+from central.ingest.loop import IngestLoop, describe
+from central.ingest.mqtt import MqttError
+from central.live_events import live_events_for
+from central.runtime import settle_garbage_collector
 from central.settings import CentralSettings
-from common.topics import Topics
 
 INGEST_STOP_TIMEOUT_S = 10.0
 
 log = logging.getLogger(__name__)
-
-
-def describe(stats: IngestStats) -> str:
-    """The counts that ``ingest`` and ``run`` report when ingest stops."""
-    return (
-        f"{stats.messages} messages, {stats.readings_inserted} readings stored, "
-        f"{stats.readings_duplicate} duplicates, {stats.quarantined} quarantined"
-    )
-
-
-def settle_garbage_collector() -> None:
-    """For a long-running process once loaded: keep what is loaded out of the collector's scans
-    and collect less often (full collections stalled 1,000-row responses by 50-60 ms, and cost
-    ingest ~15 % of its CPU)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
-class IngestLoop:
-    """Ingest as ``battery-central ingest`` runs it: its own engine, the service, the broker;
-    ``events``: where live events go (``central.api.live.live_events_for``; None: nowhere)."""
-
-    def __init__(self, settings: CentralSettings, *, events: LiveEvents | None = None) -> None:
-        self._engine = make_engine(settings.database_url)
-        self._service = IngestService(
-            make_session_factory(self._engine),
-            Topics(settings.mqtt.topic_prefix),
-            settings.ingest,
-            events=NoLiveEvents() if events is None else events,
-            alerts=settings.alerts,
-            rul_refresh_s=settings.ingest.rul_refresh_s,
-        )
-        self._connection = IngestConnection(settings.mqtt, self._service.inbox.put)
-
-    @property
-    def stats(self) -> IngestStats:
-        return self._service.stats
-
-    def run(self, stop: threading.Event) -> None:
-        """Connect and store what arrives until ``stop`` is set; then disconnect, release."""
-        try:
-            self._connection.start()
-            self._service.run(stop)
-        finally:
-            self._connection.stop()
-            self._engine.dispose()
 
 
 class BackgroundIngest:

@@ -12,8 +12,8 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from central.api.formats import timestamp
 from central.db.models import RevokedToken, Role, User
+from central.wire_format import timestamp
 
 ROLES = tuple(role.value for role in Role)
 # Checked against when the username is unknown, so that both failures cost the same time.

@@ -13,11 +13,10 @@ from flask.typing import ResponseReturnValue
 from flask_jwt_extended import jwt_required
 
 from central.api import responses
-from central.api.alert_json import alert_json
 from central.api.auth import current_active_user, require_engineer
 from central.api.errors import ApiError
 from central.api.extensions import db
-from central.api.live import SocketIOLiveEvents, socketio
+from central.api.live import socketio
 from central.api.openapi import operation
 from central.api.schemas import (
     AcknowledgeBody,
@@ -29,6 +28,8 @@ from central.api.schemas import (
 from central.db import queries
 from central.db.models import Alert
 from central.db.queries import AlertFilters
+from central.live_events import SocketIOLiveEvents
+from central.wire_format import alert_json
 from common.timeutil import utc_now
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/v1/alerts")

@@ -17,7 +17,6 @@ from central.api import responses
 from central.api.auth import current_active_user
 from central.api.errors import ApiError
 from central.api.extensions import db
-from central.api.formats import timestamp
 from central.api.openapi import operation
 from central.api.schemas import BatteriesQuery, SohHistoryQuery, TelemetryQuery, parse_query
 from central.battery_status import battery_status, worst_severity
@@ -26,6 +25,7 @@ from central.db.models import BatteryAnalytics
 from central.db.queries import AlertSummary
 from central.db.soh_history import daily_history
 from central.rul import SECONDS_PER_DAY, RulEstimate, RulStatus
+from central.wire_format import timestamp
 from common.ids import parse_string_id
 from common.timeutil import from_unix, utc_now
 

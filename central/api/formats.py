@@ -1,20 +1,12 @@
-"""How the API writes values: timestamps as the fleet reference shows them, JSON by orjson."""
+"""How the API writes JSON: by orjson (times: ``central.wire_format.timestamp``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from flask import Response
 from flask.json.provider import DefaultJSONProvider
-
-
-def timestamp(value: datetime, *, ms: bool = False) -> str:
-    """``2025-11-30T08:00:00Z``; with ``ms`` (a reading's identity) milliseconds where non-zero."""
-    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-    spec = "milliseconds" if ms and utc.microsecond >= 1000 else "seconds"
-    return utc.isoformat(timespec=spec)[:-6] + "Z"  # drop "+00:00"
 
 
 class OrjsonProvider(DefaultJSONProvider):

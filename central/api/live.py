@@ -10,8 +10,8 @@ Client events: ``subscribe_location``/``unsubscribe_location`` ``{"location_id":
 answered ``pong``. Whatever a client does wrong is answered with ``error`` ``{"message": ...}``
 and the connection stays open (except for credentials that no longer hold: then it is closed).
 
-Ingest reports readings, alerts and status changes through ``SocketIOLiveEvents`` (built by
-``live_events_for``), which emits each event once to the battery's and its location's rooms.
+Ingest reports readings, alerts and status changes through ``central.live_events``'s
+``SocketIOLiveEvents``, which emits each event once to the battery's and its location's rooms.
 Sessions live in the process that accepted them: ingest in its own process and more than one
 server process need ``api.socketio_message_queue`` (Redis) and sticky sessions at the load
 balancer; every process of one deployment uses the same ``api.socketio_channel``.
@@ -35,14 +35,12 @@ from jwt import PyJWTError
 from central.api import accounts
 from central.api.extensions import db
 from central.db.models import ID, Battery, Location, User
-from central.live_events import LiveEvents, NoLiveEvents, battery_room, location_room
-from central.settings import CentralSettings
+from central.live_events import DEFAULT_CHANNEL, battery_room, location_room
 from common.timeutil import to_rfc3339, utc_now
 
 CONNECTED_MESSAGE = "Connected to Battery RUL Monitoring"
 REFUSED_MESSAGE = "Could not validate credentials"
 INTERNAL_ERROR_MESSAGE = "Internal error: the event was not handled"
-DEFAULT_CHANNEL = "flask-socketio"
 # Rooms one connection may be in at once (locations and batteries together): a dashboard needs a
 # few sites or a few strings' blocks; this bounds what one client can make the server hold.
 MAX_SUBSCRIPTIONS = 1000
@@ -72,67 +70,6 @@ def init_socketio(app: Flask) -> None:
         # for the in-process manager explicitly, or an earlier app's queue manager is reused.
         **({"message_queue": queue, "channel": channel} if queue else {"client_manager": None}),
     )
-
-
-# --- Emitting: what ingest calls -------------------------------------------------------------
-
-
-class SocketIOLiveEvents:
-    """``LiveEvents`` over Socket.IO: each event once to the battery's and the location's rooms.
-
-    ``socketio`` is either the app's extension (ingest in the server's process: ``run``) or a
-    write-only ``SocketIO(message_queue=...)`` (ingest in a process of its own), whose events
-    reach the clients of every server on the same queue and channel. A client in both rooms gets
-    an event once (python-socketio merges the rooms' members). Emitting never raises into
-    ingest: the store is the record, the live feed is best effort (failures are logged).
-    """
-
-    def __init__(self, socketio: SocketIO) -> None:
-        self._socketio = socketio
-
-    def telemetry_update(
-        self, location_id: str, battery_id: str, data: dict[str, Any], timestamp: str
-    ) -> None:
-        payload = {"battery_id": battery_id, "data": data, "timestamp": timestamp}
-        self._emit("telemetry_update", payload, location_id, battery_id)
-
-    def alert(self, location_id: str, battery_id: str, alert: dict[str, Any]) -> None:
-        payload = {**alert, "battery_id": battery_id, "location_id": location_id}
-        self._emit("alert", payload, location_id, battery_id)
-
-    def battery_status_update(
-        self, location_id: str, battery_id: str, data: dict[str, Any], timestamp: str
-    ) -> None:
-        payload = {"battery_id": battery_id, "data": data, "timestamp": timestamp}
-        self._emit("battery_status_update", payload, location_id, battery_id)
-
-    def _emit(self, event: str, payload: dict[str, Any], location_id: str, battery_id: str) -> None:
-        try:
-            self._socketio.emit(
-                event, payload, to=[battery_room(battery_id), location_room(location_id)]
-            )
-        except Exception:
-            log.exception("could not emit %s for battery %s", event, battery_id)
-
-
-def message_queue_emitter(url: str, channel: str = DEFAULT_CHANNEL) -> SocketIOLiveEvents:
-    """Events for the servers listening on the queue ``url`` (``redis://...``) and ``channel``,
-    from a process that serves no client (it never reads the queue)."""
-    return SocketIOLiveEvents(SocketIO(message_queue=url, channel=channel, async_mode="threading"))
-
-
-def live_events_for(settings: CentralSettings, *, in_server: bool = False) -> LiveEvents:
-    """What ingest reports to: the app's Socket.IO when ingest runs in the server's worker
-    (``in_server``: ``battery-central run``, after the app is loaded), else a write-only emitter
-    on ``api.socketio_message_queue``, else (no queue: no server can hear) nothing."""
-    if in_server:
-        if socketio.server is None:
-            raise RuntimeError("the app's Socket.IO is not initialised: create the app first")
-        return SocketIOLiveEvents(socketio)
-    queue = settings.api.socketio_message_queue
-    if queue is None:
-        return NoLiveEvents()
-    return message_queue_emitter(queue, settings.api.socketio_channel)
 
 
 # --- Connections and subscriptions -----------------------------------------------------------

@@ -22,7 +22,6 @@ from central.api import responses
 from central.api.auth import current_active_user, require_engineer
 from central.api.errors import ApiError
 from central.api.extensions import db
-from central.api.formats import timestamp
 from central.api.openapi import operation
 from central.api.schemas import (
     CyclesQuery,
@@ -39,6 +38,7 @@ from central.research import early_life
 from central.research.cells import InvalidMatFileError
 from central.research.store import UploadMetadata, relabel, unpack
 from central.research.worker import ParseLimits, store_in_child
+from central.wire_format import timestamp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

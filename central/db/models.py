@@ -33,7 +33,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from central.migrations.pg_telemetry import COVERED_COLUMNS
 from common.timeutil import ensure_utc, utc_now
 
 ID = 64  # longest ID column (battery IDs are ~32 characters)
@@ -173,7 +172,11 @@ class Telemetry(_Measurements, Base):
     __tablename__ = "telemetry"
     __table_args__ = (
         PrimaryKeyConstraint(
-            "battery_id", "ts", name="pk_telemetry", postgresql_include=list(COVERED_COLUMNS)
+            "battery_id",
+            "ts",
+            name="pk_telemetry",
+            # As migration 0007 made it (``pg_telemetry.COVERED_COLUMNS``: the measurements).
+            postgresql_include=[name for name in _Measurements.__annotations__],
         ),
     )
 

@@ -54,12 +54,12 @@ from central.alerts import (
     evaluate_communication,
     manually_resolved,
 )
-from central.api.alert_json import alert_json
 from central.battery_status import Status, battery_status, worst_severity
 from central.db.models import Alert
 from central.ingest import alert_rows
 from central.ingest.alert_rows import Known, ResolvedRow
 from central.live_events import LiveEvents
+from central.wire_format import alert_json
 from common.schemas import Reading
 from common.timeutil import to_rfc3339
 from common.units import MEASUREMENTS

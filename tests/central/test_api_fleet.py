@@ -535,7 +535,7 @@ def test_default_rate_limit_is_100_per_minute(app: Flask) -> None:
 
 
 def test_timestamps_are_utc_with_z() -> None:
-    from central.api.formats import timestamp
+    from central.wire_format import timestamp
 
     assert timestamp(datetime(2025, 11, 30, 8, 0, tzinfo=UTC)) == "2025-11-30T08:00:00Z"
     with_ms = datetime(2025, 11, 30, 8, 0, 0, 123456, tzinfo=UTC)

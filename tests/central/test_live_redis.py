@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import func, select
 
-from central.api.live import message_queue_emitter
 from central.db.engine import make_engine
 from central.db.models import Battery
+from central.live_events import message_queue_emitter
 from common.schemas import Reading, TelemetryBatch, encode
 from common.topics import Topics
 from tests.central.fleet_support import demo_birth
@@ -52,7 +52,7 @@ pytestmark = pytest.mark.integration
 # builds it, emitting what the test gives it as JSON lines on stdin: [method, args...].
 EMITTER = """
 import json, sys
-from central.api.live import live_events_for
+from central.live_events import live_events_for
 from central.settings import CentralSettings
 events = live_events_for(CentralSettings())
 assert type(events).__name__ == "SocketIOLiveEvents", events

@@ -22,16 +22,17 @@ from central import migrations
 from central.api import create_app
 from central.api import live as live_module
 from central.api.extensions import db
-from central.api.live import (
-    SocketIOLiveEvents,
-    cors_origins,
-    live_events_for,
-    message_queue_emitter,
-)
+from central.api.live import cors_origins
 from central.api.live import socketio as extension
 from central.db.engine import make_engine, make_session_factory
 from central.db.inventory import load_fleet_locations, upsert_birth
-from central.live_events import LiveEvents, NoLiveEvents
+from central.live_events import (
+    LiveEvents,
+    NoLiveEvents,
+    SocketIOLiveEvents,
+    live_events_for,
+    message_queue_emitter,
+)
 from central.settings import CentralSettings
 from common import ids
 from common.fleet import demo_fleet_path, load_fleet
@@ -615,6 +616,6 @@ def test_a_failing_emit_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
             raise RuntimeError("queue gone")
 
     events = SocketIOLiveEvents(Broken())  # type: ignore[arg-type]
-    with caplog.at_level(logging.ERROR, logger="central.api.live"):
+    with caplog.at_level(logging.ERROR, logger="central.live_events"):
         events.telemetry_update(SITE, B1, TELEMETRY, END)
     assert f"could not emit telemetry_update for battery {B1}" in caplog.text

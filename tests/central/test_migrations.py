@@ -187,6 +187,8 @@ VACUUM_OPTIONS = [
 def test_pg_telemetry_range_reads_only_the_covering_key(migrated_url):
     """The API's telemetry statement is answered from the key alone, on every partition, old
     and new, and each partition is vacuumed often enough for that to skip the heap."""
+    key = Telemetry.__table__.primary_key
+    assert key.dialect_options["postgresql"]["include"] == list(pg_telemetry.COVERED_COLUMNS)
     engine = make_engine(migrated_url)
     try:
         with engine.begin() as connection:

@@ -21,7 +21,7 @@ import pytest
 import redis
 from psycopg2 import sql
 
-from central.api.live import message_queue_emitter
+from central.live_events import message_queue_emitter
 from tests.central.api_support import PASSWORD, SECRET
 from tests.central.test_live_socket import Recorder
 from tests.central.test_server import Server, call

@@ -51,9 +51,9 @@ import socketio
 
 from central.alerts import AlertSettings, AlertState, BatteryContext, decide, evaluate
 from central.api.accounts import create_user
-from central.api.live import message_queue_emitter
 from central.db.engine import make_engine, make_session_factory
 from central.db.inventory import load_fleet_locations, upsert_birth
+from central.live_events import message_queue_emitter
 from common.fleet import demo_fleet_path, load_fleet
 from common.schemas import Reading, TelemetryBatch, encode
 from common.timeutil import to_rfc3339

@@ -1,12 +1,21 @@
-"""An alert as fleet-api.md shows it: the list item, the acknowledge/resolve answer and the
-payload of the live ``alert`` event (with ``location_id`` added there)."""
+"""How central writes values for its clients, in REST bodies and live events alike: times as
+fleet-api.md shows them, and an alert as its list item, acknowledge/resolve answer and live
+``alert`` event (with ``location_id`` added there). Apart from the API package, so that ingest,
+which emits alerts, loads none of the API."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from central.api.formats import timestamp
 from central.db.models import Alert
+
+
+def timestamp(value: datetime, *, ms: bool = False) -> str:
+    """``2025-11-30T08:00:00Z``; with ``ms`` (a reading's identity) milliseconds where non-zero."""
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    spec = "milliseconds" if ms and utc.microsecond >= 1000 else "seconds"
+    return utc.isoformat(timespec=spec)[:-6] + "Z"  # drop "+00:00"
 
 
 def _time(value: Any) -> str | None:
