@@ -190,20 +190,20 @@ def upload_battery() -> ResponseReturnValue:
         default_eol_threshold=settings.eol_threshold,
     )
     try:
-        report = store_in_child(
-            current_app.config["BRM_DATABASE_URL"], path, meta, upload_id, limits
-        )
+        report = store_in_child(db.session, path, meta, upload_id, limits)
     except InvalidMatFileError as exc:
+        db.session.rollback()
         log.info("upload %s (%s) refused: %s", upload_id, filename, "; ".join(exc.issues))
         details = [{"field": "file", "issue": issue} for issue in exc.issues]
         raise ApiError(400, INVALID_FILE, details, code="INVALID_FILE_FORMAT") from exc
+    db.session.commit()
     batteries = db.session.scalars(
         select(ResearchBattery)
         .where(ResearchBattery.upload_id == upload_id)
         .order_by(ResearchBattery.cell_index)
     ).all()
     log.info(
-        "upload %s (%s): %d cells stored in %.2f s, reader memory +%.0f MiB",
+        "upload %s (%s): %d cells read in %.2f s (reader memory +%.0f MiB) and stored",
         upload_id,
         filename,
         len(batteries),

@@ -1,47 +1,63 @@
-"""Parsing and storing an upload in a child process, so that a hostile file cannot take the
-server down.
+"""Reading an upload in a child process, so that a hostile file cannot take the server down.
 
 The readers underneath are C (libhdf5, scipy's MAT reader) fed untrusted bytes: crafted files
 have crashed them, and a file can ask for more memory or time than a server can give. The child
 gets an address-space limit and a deadline; whatever happens to it (a crash, MemoryError, a
-hang), the server answers with a clear error. The child writes through its own connection in one
-transaction, so a child that dies leaves nothing half-stored.
+hang), the server answers with a clear error.
 
-Children come from a forkserver that has imported the parsers and configured the ORM once: a
-fork costs milliseconds, and the server's own threads and connections are never forked. The
-stdlib would also re-run the server's ``__main__`` (the ``battery-central`` script, and with it
-the whole app: 0.6 s) in every child before the job starts; the job needs none of it, so the
-children are launched without it.
+The child only reads: it holds no database connection. It sends each cell's rows through a pipe
+(JSON for the fields, raw bytes for the packed arrays: nothing the server unpickles), in runs of
+a few MiB, and the server inserts them in its own transaction as they come, committing once the
+child reports the whole file read. A child that dies part way leaves nothing stored, the server
+holds no more than one run of rows at a time, and the inserts go through the server's warm
+connection and statement cache rather than a new child's cold ones.
+
+Children come from a forkserver that has imported the parsers once: a fork costs milliseconds,
+and the server's own threads and connections are never forked. The stdlib would also re-run the
+server's ``__main__`` (the ``battery-central`` script, and with it the whole app: 0.6 s) in every
+child before the job starts; the job needs none of it, so the children are launched without it.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import resource
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm import Session
 
-from central.db.engine import make_engine, make_session_factory
 from central.research.cells import InvalidMatFileError
-from central.research.store import UploadMetadata, store_file
+from central.research.matfile import MAX_ARRAY_BYTES
+from central.research.parse import open_research_file
+from central.research.store import (
+    CYCLE_BLOBS,
+    UploadMetadata,
+    add_battery,
+    add_cycles,
+    cell_record,
+    file_sha256,
+)
 
 UNREADABLE = "Unable to parse .mat file"
 _context = multiprocessing.get_context("forkserver")
-# The database drivers too: after the address-space limit, loading a library may fail.
-_context.set_forkserver_preload([__name__, "sqlite3", "psycopg2"])
-# Once here (in the forkserver too) rather than in every child: 50 ms and 1–2 MiB per upload.
-configure_mappers()
+_context.set_forkserver_preload([__name__])
 # What a child needs to start besides the pickled job: the parent's ``__main__`` is left out.
 _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
+# Cycle rows travel in runs of about this many bytes of arrays (at least one row per run).
+RUN_BYTES = 4 * 2**20
+# The largest message the server accepts: one cycle of five arrays, each at the reader's limit.
+_MAX_MESSAGE = 5 * MAX_ARRAY_BYTES + 2**20
 
 
 class _Popen(popen_forkserver.Popen):
@@ -84,7 +100,7 @@ class ParseLimits:
 
 @dataclass(frozen=True)
 class ChildReport:
-    """What storing one upload cost the child: for the log and the benchmark."""
+    """What reading one upload cost the child: for the log and the benchmark."""
 
     seconds: float
     # Peak resident memory over the child's own start. It counts the interpreter's and libraries'
@@ -94,61 +110,76 @@ class ChildReport:
 
 
 class WorkerError(RuntimeError):
-    """The child failed for a reason that is the server's, not the file's (e.g. the database)."""
+    """The child failed for a reason that is the server's, not the file's."""
 
 
 def store_in_child(
-    database_url: str, path: Path, meta: UploadMetadata, upload_id: str, limits: ParseLimits
+    session: Session, path: Path, meta: UploadMetadata, upload_id: str, limits: ParseLimits
 ) -> ChildReport:
-    """Store ``path`` as ``upload_id`` in a child process; committed once this returns.
+    """Read ``path`` in a child process and add its cells to ``session`` as ``upload_id``.
 
-    Raises ``InvalidMatFileError`` for a file the child refused, ran out of memory or time on,
-    or died reading; ``WorkerError`` for anything else.
+    Returns once the child has read the whole file; the caller commits. Raises
+    ``InvalidMatFileError`` for a file the child refused, ran out of memory or time on, or died
+    reading; ``WorkerError`` for anything else. Either way the caller rolls back.
     """
     receiver, sender = _context.Pipe(duplex=False)
     child = _ReaderProcess(
         target=_child,
-        args=(sender, _Job(database_url, str(path), meta, upload_id, limits)),
+        args=(sender, _Job(str(path), meta, limits)),
         name=f"research-upload-{upload_id[:8]}",
         daemon=True,
     )
     child.start()
     sender.close()
-    kind: str | None = None
+    deadline = time.monotonic() + limits.timeout_s
+    answered = False
     try:
-        timed_out = not receiver.poll(limits.timeout_s)
-        if timed_out:
-            child.kill()
-        # A child that answered just as its time ran out has still answered.
-        kind, payload = _answer(receiver)
-        if kind != "ok":
-            child.join()  # its exit code says how it stopped
+        digest = file_sha256(path)  # while the child starts and reads
+        battery = None
+        for kind, message, data in _messages(receiver, deadline):
+            if kind == "cell":
+                battery = add_battery(
+                    session, _cell(message, data), meta, upload_id=upload_id, digest=digest
+                )
+            elif kind == "cycles" and battery is not None:
+                add_cycles(session, battery, _cycles(message, data))
+            else:
+                answered = True
+                return _outcome(kind, message)
+        timed_out = time.monotonic() >= deadline
     finally:
         receiver.close()
-        # A child that stored the file has closed its connection before answering: it is left
-        # to end on its own (reaped by the next start), the caller need not wait for that.
-        if kind != "ok" and child.is_alive():  # the server itself is stopping
+        # A child that answered has nothing left to do: it is left to end on its own (reaped
+        # by the next start). Otherwise it is stopped (timed out, or the server is stopping).
+        if not answered and child.is_alive():
             child.kill()
-            child.join()
-    if kind is None:
-        if timed_out:
-            issue = f"reading the file took longer than {limits.timeout_s:g} s"
-            raise InvalidMatFileError(UNREADABLE, [issue])
-        raise _died(child.exitcode)
+        if not answered:
+            child.join()  # its exit code says how it stopped
+    if timed_out:
+        issue = f"reading the file took longer than {limits.timeout_s:g} s"
+        raise InvalidMatFileError(UNREADABLE, [issue])
+    raise _died(child.exitcode)
+
+
+def _messages(receiver: Connection, deadline: float) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """The child's messages (kind, fields, bytes) until its answer, its death or the deadline."""
+    while receiver.poll(max(deadline - time.monotonic(), 0)):
+        try:
+            header = json.loads(receiver.recv_bytes(_MAX_MESSAGE))
+            data = receiver.recv_bytes(_MAX_MESSAGE)
+        except EOFError:
+            return
+        except (OSError, ValueError) as exc:
+            raise WorkerError(f"a malformed message from the reader: {exc}") from exc
+        yield header.pop("kind"), header, data
+
+
+def _outcome(kind: str, message: dict[str, Any]) -> ChildReport:
+    if kind == "ok":
+        return ChildReport(message["seconds"], message["rss_growth_bytes"])
     if kind == "invalid":
-        message, issues = payload
-        raise InvalidMatFileError(message, issues)
-    if kind == "error":
-        raise WorkerError(payload)
-    return ChildReport(**payload)
-
-
-def _answer(receiver: Connection) -> tuple[str | None, object]:
-    """The child's message, or ``(None, None)`` if it died without one."""
-    try:
-        return receiver.recv() if receiver.poll() else (None, None)
-    except EOFError:
-        return None, None
+        raise InvalidMatFileError(message["message"], message["issues"])
+    raise WorkerError(message.get("error", f"an unexpected message from the reader: {kind}"))
 
 
 def _died(exitcode: int | None) -> InvalidMatFileError:
@@ -160,12 +191,62 @@ def _died(exitcode: int | None) -> InvalidMatFileError:
     return InvalidMatFileError(UNREADABLE, [f"the file's reader stopped ({how})"])
 
 
+# --- The wire between child and server: JSON fields, then the packed arrays back to back --------
+
+
+def _send(sender: Connection, kind: str, fields: dict[str, Any], data: bytes = b"") -> None:
+    sender.send_bytes(json.dumps({"kind": kind, **fields}).encode())
+    sender.send_bytes(data)
+
+
+def _take(view: memoryview, offset: int, size: int | None) -> tuple[bytes | None, int]:
+    if size is None:
+        return None, offset
+    return view[offset : offset + size].tobytes(), offset + size
+
+
+def _cell(message: dict[str, Any], data: bytes) -> dict[str, Any]:
+    battery = message["battery"]
+    battery["voltage_grid"], _ = _take(memoryview(data), 0, battery["voltage_grid"])
+    return battery
+
+
+def _cycles(message: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
+    view, offset = memoryview(data), 0
+    rows = message["rows"]
+    for row in rows:
+        for column in CYCLE_BLOBS:
+            row[column], offset = _take(view, offset, row[column])
+    return rows
+
+
+def _send_cell(sender: Connection, battery: dict[str, Any], cycles: list[dict[str, Any]]) -> None:
+    grid = battery["voltage_grid"]
+    fields = {**battery, "voltage_grid": None if grid is None else len(grid)}
+    _send(sender, "cell", {"battery": fields}, grid or b"")
+    run: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    size = 0
+    for row in cycles:
+        sizes: dict[str, int | None] = {}
+        for column in CYCLE_BLOBS:
+            value = row[column]
+            sizes[column] = None if value is None else len(value)
+            if value is not None:
+                blobs.append(value)
+                size += len(value)
+        run.append({**row, **sizes})
+        if size >= RUN_BYTES:
+            _send(sender, "cycles", {"rows": run}, b"".join(blobs))
+            run, blobs, size = [], [], 0
+    if run:
+        _send(sender, "cycles", {"rows": run}, b"".join(blobs))
+
+
 @dataclass(frozen=True)
 class _Job:
-    database_url: str
     path: str
     meta: UploadMetadata
-    upload_id: str
     limits: ParseLimits
 
 
@@ -178,38 +259,38 @@ def _child(sender: Connection, job: _Job) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     started = time.perf_counter()
     rss_start = _rss_bytes()
-    try:
-        _store(job)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        report = {
-            "seconds": time.perf_counter() - started,
-            "rss_growth_bytes": max(peak - rss_start, 0),
-        }
-        answer: tuple[str, object] = ("ok", report)
-    except InvalidMatFileError as exc:
-        answer = ("invalid", (exc.message, exc.issues))
-    except MemoryError:
-        issue = f"reading the file needs more than {limits.memory_bytes / 1024**2:g} MiB"
-        answer = ("invalid", (UNREADABLE, [issue]))
-    except Exception as exc:  # the server's own trouble (the database...): a 500 there
-        answer = ("error", f"{type(exc).__name__}: {exc}")
-    # Last: nothing of the store is open any more, so the server need not wait for this exit.
     with sender:
-        sender.send(answer)
-
-
-def _store(job: _Job) -> None:
-    """Parse and store in one transaction, through a connection of this process's own."""
-    engine = make_engine(job.database_url)
-    try:
-        with make_session_factory(engine).begin() as session:
-            store_file(
-                session,
-                Path(job.path),
-                job.meta,
-                upload_id=job.upload_id,
-                default_eol_threshold=job.limits.default_eol_threshold,
-                max_decompressed_bytes=job.limits.max_decompressed_bytes,
+        try:
+            _read(sender, job)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            kind, fields = (
+                "ok",
+                {
+                    "seconds": time.perf_counter() - started,
+                    "rss_growth_bytes": max(peak - rss_start, 0),
+                },
             )
-    finally:
-        engine.dispose()
+        except InvalidMatFileError as exc:
+            kind, fields = "invalid", {"message": exc.message, "issues": exc.issues}
+        except MemoryError:
+            issue = f"reading the file needs more than {limits.memory_bytes / 1024**2:g} MiB"
+            kind, fields = "invalid", {"message": UNREADABLE, "issues": [issue]}
+        except Exception as exc:  # the server's own trouble: a 500 there
+            kind, fields = "error", {"error": f"{type(exc).__name__}: {exc}"}
+        _send(sender, kind, fields)
+
+
+def _read(sender: Connection, job: _Job) -> None:
+    """Read every cell and send its rows, one cell's arrays in memory at a time."""
+    limits = job.limits
+    with open_research_file(
+        Path(job.path), max_decompressed_bytes=limits.max_decompressed_bytes
+    ) as cells:
+        for position, cell in enumerate(cells, start=1):
+            record = cell_record(
+                cell,
+                job.meta,
+                position=position,
+                default_eol_threshold=limits.default_eol_threshold,
+            )
+            _send_cell(sender, record.battery, record.cycles)

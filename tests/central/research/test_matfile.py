@@ -19,6 +19,7 @@ from central.research.matfile import (
     TOO_LARGE,
     UNREADABLE,
     MatVersion,
+    open_mat,
     sniff_version,
 )
 from central.research.parse import NO_BATTERY_DATA, open_research_file
@@ -220,7 +221,15 @@ def test_v5_nesting_deeper_than_any_lab_file(tmp_path):
         value = wrapper
     path = tmp_path / "deep.mat"
     scipy.io.savemat(path, {"deep": value})
-    assert _refused(path).issues == ["matrices nested deeper than 32 levels"]
+    # Opening reads the top level only: the file holds no battery data ...
+    with pytest.raises(InvalidMatFileError, match=NO_BATTERY_DATA), open_research_file(path):
+        pass
+    # ... and a reader going down is stopped before scipy would recurse that deep.
+    with open_mat(path) as contents, pytest.raises(InvalidMatFileError) as caught:
+        node = contents.variables["deep"]
+        for _ in range(40):
+            node = node.cell(0)
+    assert caught.value.issues == ["matrices nested deeper than 32 levels"]
 
 
 def _two_cells_uncompressed(tmp_path):
@@ -239,7 +248,12 @@ def test_v5_flags_claiming_a_missing_imaginary_part(tmp_path):
     path, data, flags = _two_cells_uncompressed(tmp_path)
     data[flags + 9] |= 0x08  # the complex bit of the first child's flags
     path.write_bytes(bytes(data))
-    assert _refused(path).issues == ["an element runs past the matrix that holds it"]
+    with open_mat(path) as contents:
+        cells = contents.variables["c"]
+        with pytest.raises(InvalidMatFileError) as caught:
+            cells.cell(0).numbers()
+        assert caught.value.issues == ["c{1} is complex; real numbers expected"]
+        assert cells.cell(1).numbers().tolist() == [1.0, 1.0, 1.0]
 
 
 def test_v5_data_element_of_an_invalid_type(tmp_path):
@@ -249,7 +263,9 @@ def test_v5_data_element_of_an_invalid_type(tmp_path):
     assert struct.unpack("<I", data[data_tag : data_tag + 4])[0] == 9  # miDOUBLE
     data[data_tag] = 0
     path.write_bytes(bytes(data))
-    assert _refused(path).issues == ["a matrix element of unexpected type 0"]
+    with open_mat(path) as contents, pytest.raises(InvalidMatFileError) as caught:
+        contents.variables["c"].cell(0).numbers()
+    assert caught.value.issues == ["a matrix element of unexpected type 0"]
 
 
 def test_hdf5_dataset_with_absurd_dimensions(tmp_path):
@@ -338,3 +354,46 @@ def test_damaged_files_never_escape_as_another_error(tmp_path, fmt):
         except InvalidMatFileError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > 10 and outcomes["parsed"] > 10
+
+
+def test_v5_variables_of_the_same_name_keep_the_last_and_say_so(tmp_path):
+    first, second = tmp_path / "first.mat", tmp_path / "second.mat"
+    scipy.io.savemat(first, {"a": np.ones(2)}, do_compression=True)
+    scipy.io.savemat(second, {"a": np.zeros(3)}, do_compression=True)
+    path = tmp_path / "twice.mat"
+    path.write_bytes(first.read_bytes() + second.read_bytes()[128:])
+    with open_mat(path) as contents:
+        assert contents.variables["a"].numbers().tolist() == [0.0, 0.0, 0.0]
+        assert contents.warnings == ('Duplicate variable name "a": the last one is read',)
+
+
+def test_v5_values_cannot_be_read_after_the_file_is_closed():
+    with open_mat(V5_FILE) as contents:
+        capacity = contents.variables["B0050"].field("cycle").field("ambient_temperature")
+    with pytest.raises(RuntimeError, match="closed"):
+        capacity.numbers()
+
+
+def test_v5_nodes_describe_themselves_as_matlab_does(tmp_path):
+    path = tmp_path / "kinds.mat"
+    cells = np.empty((1, 2), dtype=object)
+    cells[0, 0], cells[0, 1] = np.ones(2), "text"
+    values = {
+        "flags": np.array([[True, False]]),
+        "counts": np.arange(3, dtype=np.uint16).reshape(1, 3),
+        "name": "B0005",
+        "box": cells,
+        "rec": {"x": np.ones(1)},
+    }
+    scipy.io.savemat(path, values, do_compression=True)
+    with open_mat(path) as contents:
+        described = {name: node.describe() for name, node in contents.variables.items()}
+        assert contents.variables["box"].cell(1).text() == "text"
+        assert contents.variables["rec"].field("x").scalar() == 1.0
+    assert described == {
+        "flags": "1×2 logical",
+        "counts": "1×3 uint16",
+        "name": "1×5 char",
+        "box": "1×2 cell",
+        "rec": "1×1 struct",
+    }

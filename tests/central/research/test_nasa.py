@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from central.research.cells import Layout, ParsedCycle
 from central.research.labels import state_of_health
 from central.research.matfile import ScipyNode
 from central.research.parse import cells_from_variables, open_research_file
+from central.research.store import UploadMetadata, cell_record
 from tests.central.research.support import DATA, NASA_FILES, mat_struct, mat_struct_array
 
 
@@ -170,3 +172,21 @@ def test_a_three_sample_discharge_gives_no_capacity():
         (cycle,) = list(cell.cycles())
         assert cycle.index == 1 and cycle.capacity_ah is None
         np.testing.assert_array_equal(cycle.voltage, [4.1, 3.9, 3.7])
+
+
+@pytest.mark.parametrize("path", NASA_FILES, ids=lambda p: p.stem)
+def test_a_file_is_read_in_a_fraction_of_its_size(path):
+    """Only the discharge runs become arrays, packed one cycle at a time; the inflated file
+    waits on disk. (``loadmat`` of the whole file needs more than twice the file's size.)"""
+    tracemalloc.start()
+    try:
+        with open_research_file(path) as cells:
+            records = [
+                cell_record(cell, UploadMetadata(path.name), position=1, default_eol_threshold=0.8)
+                for cell in cells
+            ]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(records[0].cycles) == len(_raw_discharges(path))
+    assert peak < path.stat().st_size / 2

@@ -17,12 +17,15 @@ def test_a_table_only_file_has_no_battery_data():
         pass
     error = caught.value
     assert error.message == NO_BATTERY_DATA
-    assert error.issues[0] == "variables found: None (MATLAB table object 'T_policies')"
-    assert error.issues[1].startswith(
-        "None is a MATLAB table object 'T_policies', which only MATLAB can read"
+    assert error.issues[0] == (
+        "variables found: T_cells (MATLAB table object 'T_cells'); "
+        "T_policies (MATLAB table object 'T_policies')"
     )
+    assert error.issues[1].startswith(
+        "T_cells is a MATLAB table object 'T_cells', which only MATLAB can read"
+    )
+    assert error.issues[2].startswith("T_policies is a MATLAB table object 'T_policies'")
     assert any(issue.startswith("expected NASA PCoE:") for issue in error.issues)
-    assert any("Duplicate variable name" in issue for issue in error.issues)
 
 
 def test_an_unrecognised_struct_lists_what_was_found_and_expected(tmp_path):

@@ -1,8 +1,9 @@
-"""Uploads are stored by a child process: what the server sees when that child crashes, runs out
-of time, or succeeds, on a real forkserver and a real SQLite store."""
+"""Uploads are read by a child process and stored by the server: what the server sees when that
+child crashes, runs out of time, or succeeds, on a real forkserver and a real SQLite store."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -20,8 +21,10 @@ from sqlalchemy import func, select
 from central import migrations
 from central.db.engine import make_engine, make_session_factory
 from central.db.models import ResearchBattery, ResearchCycle
+from central.research import worker
 from central.research.cells import InvalidMatFileError
-from central.research.store import UploadMetadata
+from central.research.parse import open_research_file
+from central.research.store import UploadMetadata, cell_record
 from central.research.worker import ParseLimits, store_in_child
 from tests.support import SHARED_DATA
 
@@ -60,6 +63,16 @@ def counts(url: str) -> tuple[int, int]:
         engine.dispose()
 
 
+def store(url: str, path: Path, meta: UploadMetadata, upload_id: str, limits: ParseLimits):
+    """As the server does: the child's cells into one transaction, committed if it read them all."""
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            return store_in_child(session, path, meta, upload_id, limits)
+    finally:
+        engine.dispose()
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -76,7 +89,7 @@ def children_of(pid: int) -> list[int]:
 def test_a_stored_upload_reports_its_cost(url: str) -> None:
     """The call returns once the child has answered; the child then ends on its own."""
     upload_id = str(uuid.uuid4())
-    report = store_in_child(url, NASA, UploadMetadata(filename=NASA.name), upload_id, limits())
+    report = store(url, NASA, UploadMetadata(filename=NASA.name), upload_id, limits())
     assert report.seconds > 0 and report.rss_growth_bytes > 0
     assert counts(url)[0] == 1
     server_pid = forkserver._forkserver._forkserver_pid
@@ -100,12 +113,14 @@ def test_children_do_not_run_the_servers_main_module_again(url: str, tmp_path: P
             if __name__ != "__main__":
                 Path({str(marker)!r}).touch()
             else:
+                from central.db.engine import make_engine, make_session_factory
                 from central.research.store import UploadMetadata
                 from central.research.worker import ParseLimits, store_in_child
 
                 limits = ParseLimits(2 * 1024**3, 120.0, 512 * 1024**2, 0.8)
                 meta = UploadMetadata(filename="main.mat")
-                store_in_child(sys.argv[1], Path(sys.argv[2]), meta, "main", limits)
+                with make_session_factory(make_engine(sys.argv[1])).begin() as session:
+                    store_in_child(session, Path(sys.argv[2]), meta, "main", limits)
             """
         )
     )
@@ -122,11 +137,11 @@ def test_a_crashing_reader_is_a_clear_error_and_stores_nothing(url: str) -> None
 
     def upload() -> None:
         try:
-            store_in_child(url, SEVERSON, UploadMetadata(filename="s.mat"), "crash", limits())
+            store(url, SEVERSON, UploadMetadata(filename="s.mat"), "crash", limits())
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
 
-    store_in_child(url, NASA, UploadMetadata(filename="warm.mat"), "warm", limits())
+    store(url, NASA, UploadMetadata(filename="warm.mat"), "warm", limits())
     server_pid = forkserver._forkserver._forkserver_pid
     before = set(children_of(server_pid))
     thread = threading.Thread(target=upload)
@@ -142,14 +157,39 @@ def test_a_crashing_reader_is_a_clear_error_and_stores_nothing(url: str) -> None
     assert isinstance(error, InvalidMatFileError)
     assert error.issues == ["the file's reader stopped (signal SIGSEGV)"]
     assert counts(url) == (1, 28)  # only the warm-up file
-    store_in_child(url, NASA, UploadMetadata(filename="after.mat"), "after", limits())
+    store(url, NASA, UploadMetadata(filename="after.mat"), "after", limits())
     assert counts(url)[0] == 2
 
 
 def test_a_reader_past_its_deadline_is_killed(url: str) -> None:
     with pytest.raises(InvalidMatFileError) as raised:
-        store_in_child(
-            url, SEVERSON, UploadMetadata(filename="s.mat"), "slow", limits(timeout_s=0.2)
-        )
+        store(url, SEVERSON, UploadMetadata(filename="s.mat"), "slow", limits(timeout_s=0.2))
     assert raised.value.issues == ["reading the file took longer than 0.2 s"]
     assert counts(url) == (0, 0)
+
+
+def test_cells_travel_in_runs_and_arrive_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell's rows cross the pipe as JSON fields and raw bytes, in runs of about RUN_BYTES:
+    the server never holds more than a run, and gets back exactly what the child read."""
+    with open_research_file(NASA) as cells:
+        (record,) = [
+            cell_record(cell, UploadMetadata(NASA.name), position=1, default_eol_threshold=0.8)
+            for cell in cells
+        ]
+    monkeypatch.setattr(worker, "RUN_BYTES", 40_000)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    args = (sender, record.battery, record.cycles)
+    threading.Thread(target=worker._send_cell, args=args, daemon=True).start()
+    battery, runs, rows = None, [], []
+    for kind, fields, data in worker._messages(receiver, time.monotonic() + 30):
+        if kind == "cell":
+            battery = worker._cell(fields, data)
+            continue
+        assert kind == "cycles"
+        runs.append(len(data))
+        rows += worker._cycles(fields, data)
+        if len(rows) == len(record.cycles):
+            break
+    assert battery == record.battery
+    assert rows == record.cycles
+    assert len(runs) > 3 and max(runs) < 2 * 40_000
