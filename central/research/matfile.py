@@ -885,10 +885,14 @@ class H5Node(MatNode):
     same struct's fields once per cycle.
     """
 
-    def __init__(self, obj: h5py.Group | h5py.Dataset, name: str, budget: Budget) -> None:
+    def __init__(
+        self, obj: h5py.Group | h5py.Dataset, name: str, budget: Budget, file: h5py.File
+    ) -> None:
         super().__init__(name)
         self._obj = obj
         self._budget = budget
+        self._file = file  # ``obj.file`` makes a new File object at each use
+        self._shape: tuple[int, ...] | None = None
         self._members: dict[str, h5py.Group | h5py.Dataset] = {}
         self._references: dict[str, np.ndarray] = {}
         with reading(name):
@@ -920,6 +924,11 @@ class H5Node(MatNode):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self._shape is None:
+            self._shape = self._read_shape()
+        return self._shape
+
+    def _read_shape(self) -> tuple[int, ...]:
         if self._empty:
             return (0, 0)
         self._need_open()
@@ -975,7 +984,7 @@ class H5Node(MatNode):
         with reading(child_name):
             member = self._member(name)
             if self._array_field is None:
-                return H5Node(member, child_name, self._budget)
+                return H5Node(member, child_name, self._budget, self._file)
             return self._dereference(name, member, index, child_name)
 
     def cell(self, index: int) -> MatNode:
@@ -1002,13 +1011,15 @@ class H5Node(MatNode):
             raise InvalidMatFileError(BAD_CONTENTS, [f"{child_name}: no such element"])
         if not flat[index]:
             raise InvalidMatFileError(BAD_CONTENTS, [f"{child_name}: null reference"])
-        return H5Node(self._obj.file[flat[index]], child_name, self._budget)
+        return H5Node(self._file[flat[index]], child_name, self._budget, self._file)
 
     def _check_budget(self, dataset: h5py.Dataset, name: str) -> None:
         """Refuse before reading: a compressed dataset can declare any shape at no cost on disk."""
         itemsize = dataset.dtype.itemsize
         declared = math.prod(dataset.shape) * itemsize
-        chunk = math.prod(dataset.chunks) * itemsize if dataset.chunks else 0
+        plist = dataset.id.get_create_plist()  # once: each of h5py's properties makes its own
+        layout = plist.get_layout()
+        chunk = math.prod(plist.get_chunk()) * itemsize if layout == h5py.h5d.CHUNKED else 0
         if max(declared, chunk) > self._budget.max_array_bytes:
             raise InvalidMatFileError(
                 TOO_LARGE,
@@ -1017,7 +1028,7 @@ class H5Node(MatNode):
                     f"over the {_mib(self._budget.max_array_bytes)} limit per array"
                 ],
             )
-        if dataset.external or dataset.is_virtual:
+        if plist.get_external_count() or layout == h5py.h5d.VIRTUAL:
             raise InvalidMatFileError(UNREADABLE, [f"{name} keeps its data in other files"])
 
     def _read(self) -> np.ndarray:
@@ -1147,7 +1158,7 @@ def _open_v73(path: Path, budget: Budget) -> Iterator[MatContents]:
                 if name.startswith("#"):  # MATLAB's #refs# and #subsystem#
                     continue
                 if isinstance(h5.get(name, getlink=True), h5py.HardLink):
-                    variables[name] = H5Node(h5[name], name, budget)
+                    variables[name] = H5Node(h5[name], name, budget, h5)
                 else:
                     skipped.append(f"{name} is a link to other data; links are not followed")
         # The caller's own errors inside the block pass through unchanged.

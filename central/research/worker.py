@@ -24,11 +24,14 @@ import io
 import json
 import multiprocessing
 import os
+import queue
 import resource
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerProcess, set_spawning_popen
@@ -58,6 +61,8 @@ _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
 RUN_BYTES = 4 * 2**20
 # The largest message the server accepts: one cycle of five arrays, each at the reader's limit.
 _MAX_MESSAGE = 5 * MAX_ARRAY_BYTES + 2**20
+# How long a reader whose message broke off may take to be seen dead (its pipe closes first).
+_EXIT_WAIT_S = 1.0
 
 
 class _Popen(popen_forkserver.Popen):
@@ -136,7 +141,7 @@ def store_in_child(
     try:
         digest = file_sha256(path)  # while the child starts and reads
         battery = None
-        for kind, message, data in _messages(receiver, deadline):
+        for kind, message, data in _messages(receiver, deadline, partial(_stopped, child)):
             if kind == "cell":
                 battery = add_battery(
                     session, _cell(message, data), meta, upload_id=upload_id, digest=digest
@@ -161,8 +166,14 @@ def store_in_child(
     raise _died(child.exitcode)
 
 
-def _messages(receiver: Connection, deadline: float) -> Iterator[tuple[str, dict[str, Any], bytes]]:
-    """The child's messages (kind, fields, bytes) until its answer, its death or the deadline."""
+def _messages(
+    receiver: Connection, deadline: float, stopped: Callable[[], bool]
+) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """The child's messages (kind, fields, bytes) until its answer, its death or the deadline.
+
+    A child that dies while sending (killed, or crashed in C code) cuts its message short: that
+    is its death, not a malformed message.
+    """
     while receiver.poll(max(deadline - time.monotonic(), 0)):
         try:
             header = json.loads(receiver.recv_bytes(_MAX_MESSAGE))
@@ -170,8 +181,15 @@ def _messages(receiver: Connection, deadline: float) -> Iterator[tuple[str, dict
         except EOFError:
             return
         except (OSError, ValueError) as exc:
+            if stopped():
+                return
             raise WorkerError(f"a malformed message from the reader: {exc}") from exc
         yield header.pop("kind"), header, data
+
+
+def _stopped(child: _ReaderProcess) -> bool:
+    child.join(_EXIT_WAIT_S)
+    return child.exitcode is not None
 
 
 def _outcome(kind: str, message: dict[str, Any]) -> ChildReport:
@@ -220,10 +238,13 @@ def _cycles(message: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _send_cell(sender: Connection, battery: dict[str, Any], cycles: list[dict[str, Any]]) -> None:
+Send = Callable[[str, dict[str, Any], bytes], None]
+
+
+def _send_cell(send: Send, battery: dict[str, Any], cycles: list[dict[str, Any]]) -> None:
     grid = battery["voltage_grid"]
     fields = {**battery, "voltage_grid": None if grid is None else len(grid)}
-    _send(sender, "cell", {"battery": fields}, grid or b"")
+    send("cell", {"battery": fields}, grid or b"")
     run: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     size = 0
@@ -237,10 +258,47 @@ def _send_cell(sender: Connection, battery: dict[str, Any], cycles: list[dict[st
                 size += len(value)
         run.append({**row, **sizes})
         if size >= RUN_BYTES:
-            _send(sender, "cycles", {"rows": run}, b"".join(blobs))
+            send("cycles", {"rows": run}, b"".join(blobs))
             run, blobs, size = [], [], 0
     if run:
-        _send(sender, "cycles", {"rows": run}, b"".join(blobs))
+        send("cycles", {"rows": run}, b"".join(blobs))
+
+
+class _Outbox:
+    """The child's messages, written to the pipe by a thread of their own: the reader goes on
+    with the next cell while the server inserts the last one's rows. At most QUEUED messages
+    wait (a few runs' bytes); a full queue holds the reader back."""
+
+    QUEUED = 2
+
+    def __init__(self, sender: Connection) -> None:
+        self._sender = sender
+        self._queue: queue.Queue[tuple[str, dict[str, Any], bytes] | None] = queue.Queue(
+            self.QUEUED
+        )
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, name="reader-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, kind: str, fields: dict[str, Any], data: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._queue.put((kind, fields, data))
+
+    def close(self) -> BaseException | None:
+        """Wait until everything queued is written; what writing raised, if anything."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        return self._failure
+
+    def _write(self) -> None:
+        while (message := self._queue.get()) is not None:
+            if self._failure is None:
+                try:
+                    _send(self._sender, *message)
+                except Exception as exc:  # the server went away: the reader stops at its next put
+                    self._failure = exc
 
 
 @dataclass(frozen=True)
@@ -256,12 +314,15 @@ def _rss_bytes() -> int:
 
 def _child(sender: Connection, job: _Job) -> None:
     limits = job.limits
+    outbox = _Outbox(sender)  # its thread's stack before the limit
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     started = time.perf_counter()
     rss_start = _rss_bytes()
     with sender:
         try:
-            _read(sender, job)
+            _read(outbox.put, job)
+            if (failure := outbox.close()) is not None:
+                raise failure
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             kind, fields = (
                 "ok",
@@ -277,10 +338,11 @@ def _child(sender: Connection, job: _Job) -> None:
             kind, fields = "invalid", {"message": UNREADABLE, "issues": [issue]}
         except Exception as exc:  # the server's own trouble: a 500 there
             kind, fields = "error", {"error": f"{type(exc).__name__}: {exc}"}
+        outbox.close()  # the answer comes last
         _send(sender, kind, fields)
 
 
-def _read(sender: Connection, job: _Job) -> None:
+def _read(send: Send, job: _Job) -> None:
     """Read every cell and send its rows, one cell's arrays in memory at a time."""
     limits = job.limits
     with open_research_file(
@@ -293,4 +355,4 @@ def _read(sender: Connection, job: _Job) -> None:
                 position=position,
                 default_eol_threshold=limits.default_eol_threshold,
             )
-            _send_cell(sender, record.battery, record.cycles)
+            _send_cell(send, record.battery, record.cycles)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import uuid
+from functools import partial
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -178,10 +180,10 @@ def test_cells_travel_in_runs_and_arrive_whole(monkeypatch: pytest.MonkeyPatch) 
         ]
     monkeypatch.setattr(worker, "RUN_BYTES", 40_000)
     receiver, sender = multiprocessing.Pipe(duplex=False)
-    args = (sender, record.battery, record.cycles)
+    args = (partial(worker._send, sender), record.battery, record.cycles)
     threading.Thread(target=worker._send_cell, args=args, daemon=True).start()
     battery, runs, rows = None, [], []
-    for kind, fields, data in worker._messages(receiver, time.monotonic() + 30):
+    for kind, fields, data in worker._messages(receiver, time.monotonic() + 30, lambda: False):
         if kind == "cell":
             battery = worker._cell(fields, data)
             continue
@@ -193,3 +195,18 @@ def test_cells_travel_in_runs_and_arrive_whole(monkeypatch: pytest.MonkeyPatch) 
     assert battery == record.battery
     assert rows == record.cycles
     assert len(runs) > 3 and max(runs) < 2 * 40_000
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_a_message_cut_short_is_the_readers_death_if_it_stopped(stopped: bool) -> None:
+    """A reader killed while sending leaves half a message: its death, reported by exit code;
+    from a reader still running it is a malformed message, the server's trouble."""
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    with sender:
+        os.write(sender.fileno(), struct.pack("!i", 100) + b'{"kind": "cel')  # 13 of 100 bytes
+    messages = worker._messages(receiver, time.monotonic() + 30, lambda: stopped)
+    if stopped:
+        assert list(messages) == []
+    else:
+        with pytest.raises(worker.WorkerError, match="malformed message"):
+            list(messages)
