@@ -397,3 +397,12 @@ def test_v5_nodes_describe_themselves_as_matlab_does(tmp_path):
         "box": "1×2 cell",
         "rec": "1×1 struct",
     }
+
+
+def test_hdf5_data_kept_in_another_file_is_not_read(tmp_path):
+    """An external dataset would make the reader open a file the uploader named."""
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(np.ones(3).tobytes())
+    path = tmp_path / "external.mat"
+    v73_battery(path, shape=(3,), external=[(str(outside), 0, 24)])
+    assert _refused(path).issues == ["battery.capacity_ah keeps its data in other files"]
