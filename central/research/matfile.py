@@ -64,9 +64,14 @@ BAD_CONTENTS = "Unexpected contents in .mat file"
 
 # v5 element and class codes (MATLAB's MAT-file format reference).
 _MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
+_MI_UINT8, _MI_UINT16, _MI_UTF8, _MI_UTF16, _MI_UTF32 = 2, 4, 16, 17, 18
 # Numeric and text element types (int8…uint32, single, double, int64, uint64, utf8…utf32).
 _DATA_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18})
+# The data types of numbers, as numpy spells them (the others are text: UTF-8, -16, -32).
+_NUMBER_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8"}
+_NUMBER_TYPES |= {12: "i8", 13: "u8"}
 _INT8, _INT32, _UINT32 = frozenset({_MI_INT8}), frozenset({_MI_INT32}), frozenset({_MI_UINT32})
+_TAG = {order: struct.Struct(f"{order}2I") for order in "<>"}  # an element's type and size
 _MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE, _MX_DOUBLE = 1, 2, 3, 4, 5, 6
 _MX_FUNCTION, _MX_OPAQUE = 16, 17
 _CLASSES = frozenset(range(1, 17))  # cell … uint64, function handle (opaque: 17, apart)
@@ -274,6 +279,13 @@ class _Cursor:
         self.skip(n, end)
         return self._data[start : self.position].tobytes()
 
+    def unpack(self, layout: struct.Struct, position: int) -> tuple[int, ...]:
+        """Numbers at ``position``, already known to lie inside (stepped over)."""
+        return layout.unpack_from(self._data, position)
+
+    def bytes_at(self, position: int, n: int) -> bytes:
+        return self._data[position : position + n].tobytes()
+
     def skip(self, n: int, end: int) -> None:
         """Step over ``n`` bytes (array data)."""
         stop = self.position + n
@@ -292,8 +304,9 @@ def _element(
     scipy looks the type up in a table without checking it: a stray type crashes the process.
     Data that is not kept (array contents) is stepped over, not held.
     """
-    tag = flow.read(8, end)
-    mdtype, nbytes = struct.unpack(f"{byte_order}2I", tag)
+    tag = flow.position
+    flow.skip(8, end)
+    mdtype, nbytes = flow.unpack(_TAG[byte_order], tag)
     small = mdtype >> 16  # small format: size in the upper half, data in the tag's last 4 bytes
     if small:
         mdtype, nbytes = mdtype & 0xFFFF, small
@@ -302,7 +315,7 @@ def _element(
     if small:
         if nbytes > 4:
             raise InvalidMatFileError(UNREADABLE, ["a small data element claims over 4 bytes"])
-        return mdtype, tag[4 : 4 + nbytes]
+        return mdtype, flow.bytes_at(tag + 4, nbytes)
     if not keep:
         flow.skip(nbytes + -nbytes % 8, end)
         return mdtype, b""
@@ -526,6 +539,72 @@ class _V5Image:
             raise RuntimeError(f"{name}: the .mat file is closed; read it inside its block")
         return _Cursor(self.view, position)
 
+    def _data(self, node: V5Node) -> tuple[int, int, int]:
+        """The one data element of a real numeric or char matrix, checked as the walk checks
+        it: its type, where its bytes start and how many there are."""
+        flow = self.cursor(node.contents, node.name)
+        tag = flow.position
+        mdtype, _ = _element(flow, node.end, self.byte_order, _DATA_TYPES, keep=False)
+        if node.depth and flow.position != node.end:
+            raise InvalidMatFileError(
+                UNREADABLE, ["a matrix holds more than its declared contents"]
+            )
+        word, nbytes = struct.unpack_from(f"{self.byte_order}2I", self.view, tag)
+        start = tag + 8
+        if word >> 16:  # the small format: up to 4 bytes inside the tag
+            start, nbytes = tag + 4, word >> 16
+        return mdtype, start, nbytes
+
+    def _bytes(self, start: int, nbytes: int) -> memoryview:
+        """A view into the image, to be released before the image closes (``with``)."""
+        return self.view[start : start + nbytes]
+
+    def numbers(self, node: V5Node) -> np.ndarray:
+        """A real numeric matrix's values as float64, viewed in the image and copied out.
+
+        The values are converted from the type they are stored in (MATLAB stores whole numbers
+        in the smallest type that holds them), as ``loadmat`` and a conversion would give them.
+        """
+        mdtype, start, nbytes = self._data(node)
+        if mdtype not in _NUMBER_TYPES:
+            raise InvalidMatFileError(UNREADABLE, [f"{node.name}: numbers stored as text"])
+        dtype = np.dtype(_NUMBER_TYPES[mdtype]).newbyteorder(self.byte_order)
+        if nbytes != node.size * dtype.itemsize:
+            raise InvalidMatFileError(
+                UNREADABLE,
+                [f"{node.name} holds {nbytes} bytes for {node.size} values of {dtype.itemsize}"],
+            )
+        with self._bytes(start, nbytes) as data:
+            return np.frombuffer(data, dtype=dtype).astype(np.float64)
+
+    def line(self, node: V5Node) -> str:
+        """A one-row char matrix as text, decoded as ``loadmat`` decodes it, except that UTF-16
+        code units (MATLAB's own char) are decoded as UTF-16, where scipy keeps their low bytes.
+
+        Trailing NULs are dropped, as numpy's strings drop them.
+        """
+        mdtype, start, nbytes = self._data(node)
+        length = node.size
+        if not nbytes:  # files in the wild hold empty text of a non-zero length
+            return " " * length
+        if mdtype in (_MI_UINT16, _MI_UTF16):
+            codec = "utf-16-le" if self.byte_order == "<" else "utf-16-be"
+        elif mdtype == _MI_UTF32:
+            codec = "utf-32-le" if self.byte_order == "<" else "utf-32-be"
+        elif mdtype in (_MI_INT8, _MI_UINT8):
+            codec = "ascii"
+        elif mdtype == _MI_UTF8:
+            codec = "utf-8"
+        else:
+            raise InvalidMatFileError(UNREADABLE, [f"{node.name}: text stored as numbers"])
+        with self._bytes(start, nbytes) as data:
+            text = data.tobytes().decode(codec, "replace")
+        if len(text) != length:
+            raise InvalidMatFileError(
+                UNREADABLE, [f"{node.name} holds {len(text)} characters for {length}"]
+            )
+        return text.rstrip("\0")
+
     def read(self, node: V5Node) -> object:
         """``node``'s value as ``loadmat`` would give it, once all it holds is checked."""
         flow = self.cursor(node.contents, node.name)
@@ -735,6 +814,7 @@ class V5Node(MatNode):
         self._image = image
         self.start, self.end, self.depth = start, end, depth  # the tag, the end, the nesting
         self._children: array[int] | None = None
+        self._made: dict[int, V5Node] = {}  # children already made: layouts revisit fields
         flow = image.cursor(start + 8, name)
         if flow.position == end:
             self.header = _EMPTY_HEADER
@@ -769,9 +849,12 @@ class V5Node(MatNode):
             byte_order, end = self._image.byte_order, self.end
             flow = self._image.cursor(self.contents, self.name)
             tags = array("q")
+            layout = _TAG[byte_order]
             for _ in range(self.header.children):
-                tags.append(flow.position)
-                mdtype, nbytes = struct.unpack(f"{byte_order}2I", flow.read(8, end))
+                tag = flow.position
+                tags.append(tag)
+                flow.skip(8, end)
+                mdtype, nbytes = flow.unpack(layout, tag)
                 if mdtype != _MI_MATRIX:
                     raise InvalidMatFileError(
                         UNREADABLE, [f"element type {mdtype} where a matrix belongs"]
@@ -785,10 +868,13 @@ class V5Node(MatNode):
         return self._children
 
     def _child(self, position: int, name: str) -> V5Node:
-        start = self._child_tags()[position]
-        size = self._image.cursor(start + 4, name).read(4, start + 8)
-        (nbytes,) = struct.unpack(f"{self._image.byte_order}I", size)
-        return V5Node(self._image, start, start + 8 + nbytes, name, self.depth + 1)
+        if position not in self._made:
+            start = self._child_tags()[position]
+            size = self._image.cursor(start + 4, name).read(4, start + 8)
+            (nbytes,) = struct.unpack(f"{self._image.byte_order}I", size)
+            node = V5Node(self._image, start, start + 8 + nbytes, name, self.depth + 1)
+            self._made[position] = node
+        return self._made[position]
 
     def field(self, name: str, index: int = 0) -> MatNode:
         self._need(Kind.STRUCT)
@@ -823,10 +909,12 @@ class V5Node(MatNode):
                     f"{_mib(self._image.budget.max_array_bytes)} limit per array"
                 ],
             )
-        return self._value().numbers()
+        return self._image.numbers(self)
 
     def text(self) -> str:
         self._need(Kind.CHAR)
+        if len(self.shape) == 2 and self.shape[0] == 1:
+            return self._image.line(self)
         return self._value().text()
 
     def describe(self) -> str:
@@ -861,17 +949,55 @@ def _attr_text(value: object) -> str | None:
 
 
 def _small_attribute(obj: h5py.Group | h5py.Dataset, name: str) -> object:
-    """A MATLAB bookkeeping attribute (``None`` if absent), refused if it claims to be large."""
+    """A MATLAB bookkeeping attribute (``None`` if absent), refused if it claims to be large.
+
+    Read through the low-level API: every cell of a batch file has one, and h5py's generic
+    attribute read costs twice as much.
+    """
     key = name.encode()
     if not h5py.h5a.exists(obj.id, key):
         return None
     attribute = h5py.h5a.open(obj.id, key)
+    if attribute.get_storage_size() > _ATTRIBUTE_MAX:
+        raise InvalidMatFileError(UNREADABLE, [f"the {name} attribute of {obj.name} is malformed"])
+    stored = attribute.get_type()
+    if (
+        stored.get_class() == h5py.h5t.STRING
+        and not stored.is_variable_str()
+        and attribute.get_space().get_simple_extent_type() == h5py.h5s.SCALAR
+    ):  # MATLAB_class: one fixed-length string
+        text = np.empty((), dtype=f"S{stored.get_size()}")
+        attribute.read(text, mtype=stored)
+        return text[()]
     dtype, shape = attribute.dtype, attribute.shape
     if dtype.kind == "O" or math.prod(shape) * dtype.itemsize > _ATTRIBUTE_MAX:
         raise InvalidMatFileError(UNREADABLE, [f"the {name} attribute of {obj.name} is malformed"])
     value = np.empty(shape, dtype=dtype)
     attribute.read(value)
     return value.ravel()[0] if value.size else None
+
+
+def _referenced(file: h5py.File, reference: h5py.Reference) -> h5py.Group | h5py.Dataset:
+    """What ``file[reference]`` gives, without h5py's generic lookup (a batch file holds a
+    reference per cycle, and the lookup cost more than reading the cycle's data)."""
+    target = h5py.h5r.dereference(reference, file.id)
+    if isinstance(target, h5py.h5d.DatasetID):
+        return h5py.Dataset(target, readonly=True)  # as h5py's own lookup: shapes are cached
+    if isinstance(target, h5py.h5g.GroupID):
+        return h5py.Group(target)
+    raise InvalidMatFileError(BAD_CONTENTS, ["a reference to neither an array nor a struct"])
+
+
+def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
+    """The whole dataset: numbers straight into an array of their own type, as h5py's
+    ``dataset[()]`` would after setting up a reader per dataset object (a reference gives a new
+    one each time); anything else (empty or null spaces, strings, references) through h5py."""
+    dtype, shape = dataset.dtype, dataset.shape
+    if dtype.kind not in "biuf" or not shape or not all(shape):
+        return np.asarray(dataset[()])
+    values = np.empty(shape, dtype=dtype)
+    dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, values)
+    return values
 
 
 def _is_reference(dataset: h5py.Dataset) -> bool:
@@ -898,7 +1024,7 @@ class H5Node(MatNode):
         with reading(name):
             self._class = _attr_text(_small_attribute(obj, "MATLAB_class"))
             self._empty = bool(_small_attribute(obj, "MATLAB_empty"))
-            self._is_object = "MATLAB_object_decode" in obj.attrs
+            self._is_object = h5py.h5a.exists(obj.id, b"MATLAB_object_decode")
             self._is_dataset = isinstance(obj, h5py.Dataset)
             self._fields = () if self._is_dataset or self._is_object else self._field_names()
             self._array_field = None if self._is_dataset else self._struct_array_field()
@@ -1011,7 +1137,7 @@ class H5Node(MatNode):
             raise InvalidMatFileError(BAD_CONTENTS, [f"{child_name}: no such element"])
         if not flat[index]:
             raise InvalidMatFileError(BAD_CONTENTS, [f"{child_name}: null reference"])
-        return H5Node(self._file[flat[index]], child_name, self._budget, self._file)
+        return H5Node(_referenced(self._file, flat[index]), child_name, self._budget, self._file)
 
     def _check_budget(self, dataset: h5py.Dataset, name: str) -> None:
         """Refuse before reading: a compressed dataset can declare any shape at no cost on disk."""
@@ -1035,7 +1161,7 @@ class H5Node(MatNode):
         self._need_open()
         with reading(self.name):
             self._check_budget(self._obj, self.name)
-            return np.asarray(self._obj[()])
+            return _read_dataset(self._obj)
 
     def numbers(self) -> np.ndarray:
         if self._empty:

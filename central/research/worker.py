@@ -13,7 +13,12 @@ holds no more than one run of rows at a time, and the inserts go through the ser
 connection and statement cache rather than a new child's cold ones.
 
 Children come from a forkserver that has imported the parsers once: a fork costs milliseconds,
-and the server's own threads and connections are never forked. The stdlib would also re-run the
+and the server's own threads and connections are never forked. A child then reads uploads one
+after another (up to ``READER_JOBS``), each under its own memory limit and deadline: a newly
+forked process copies every page it writes to, on first touch, and that made a fresh child read
+a NASA file in nearly twice the time of one that had read a file before. Any trouble (a crash,
+a deadline, MemoryError, a fault of ours, or a server that stopped listening part way) ends the
+child; the next upload gets a new one. The stdlib would also re-run the
 server's ``__main__`` (the ``battery-central`` script, and with it the whole app: 0.6 s) in every
 child before the job starts; the job needs none of it, so the children are launched without it.
 """
@@ -63,6 +68,11 @@ RUN_BYTES = 4 * 2**20
 _MAX_MESSAGE = 5 * MAX_ARRAY_BYTES + 2**20
 # How long a reader whose message broke off may take to be seen dead (its pipe closes first).
 _EXIT_WAIT_S = 1.0
+# Uploads one reader serves before it is replaced, so that what files leave in its heap cannot
+# build up; and readers kept waiting between uploads (their pages mostly shared with the
+# forkserver's).
+READER_JOBS = 50
+IDLE_READERS = 1
 
 
 class _Popen(popen_forkserver.Popen):
@@ -118,6 +128,64 @@ class WorkerError(RuntimeError):
     """The child failed for a reason that is the server's, not the file's."""
 
 
+class _Reader:
+    """A reader child and the server's end of its connection."""
+
+    def __init__(self, jobs: int) -> None:
+        self.connection, theirs = _context.Pipe()
+        self.process = _ReaderProcess(
+            target=_serve, args=(theirs, jobs), name="research-reader", daemon=True
+        )
+        self.process.start()
+        theirs.close()
+        self.owner = os.getpid()
+
+    def usable(self) -> bool:
+        """Alive and this process's own (a forked server inherits its parent's idle readers,
+        which are not its to use)."""
+        return self.owner == os.getpid() and self.process.is_alive()
+
+    def stop(self) -> None:
+        self.connection.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+
+
+class _Readers:
+    """Readers waiting between uploads, for any of the server's threads."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Reader] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> _Reader:
+        with self._lock:
+            while self._idle:
+                reader = self._idle.pop()
+                if reader.usable():
+                    return reader
+        return _Reader(READER_JOBS)
+
+    def stop_idle(self) -> None:
+        """Stop the readers waiting (a server shutting down, or a test starting afresh)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for reader in idle:
+            if reader.owner == os.getpid():
+                reader.stop()
+
+    def give_back(self, reader: _Reader) -> None:
+        with self._lock:
+            if len(self._idle) < IDLE_READERS:
+                self._idle.append(reader)
+                return
+        reader.stop()
+
+
+_readers = _Readers()
+
+
 def store_in_child(
     session: Session, path: Path, meta: UploadMetadata, upload_id: str, limits: ParseLimits
 ) -> ChildReport:
@@ -127,21 +195,15 @@ def store_in_child(
     ``InvalidMatFileError`` for a file the child refused, ran out of memory or time on, or died
     reading; ``WorkerError`` for anything else. Either way the caller rolls back.
     """
-    receiver, sender = _context.Pipe(duplex=False)
-    child = _ReaderProcess(
-        target=_child,
-        args=(sender, _Job(str(path), meta, limits)),
-        name=f"research-upload-{upload_id[:8]}",
-        daemon=True,
-    )
-    child.start()
-    sender.close()
+    reader = _readers.take()
+    reader.connection.send(_Job(str(path), meta, limits))
     deadline = time.monotonic() + limits.timeout_s
-    answered = False
+    answer: tuple[str, dict[str, Any]] | None = None
     try:
-        digest = file_sha256(path)  # while the child starts and reads
+        digest = file_sha256(path)  # while the child reads
         battery = None
-        for kind, message, data in _messages(receiver, deadline, partial(_stopped, child)):
+        messages = _messages(reader.connection, deadline, partial(_stopped, reader.process))
+        for kind, message, data in messages:
             if kind == "cell":
                 battery = add_battery(
                     session, _cell(message, data), meta, upload_id=upload_id, digest=digest
@@ -149,21 +211,22 @@ def store_in_child(
             elif kind == "cycles" and battery is not None:
                 add_cycles(session, battery, _cycles(message, data))
             else:
-                answered = True
-                return _outcome(kind, message)
+                answer = kind, message
+                break
         timed_out = time.monotonic() >= deadline
     finally:
-        receiver.close()
-        # A child that answered has nothing left to do: it is left to end on its own (reaped
-        # by the next start). Otherwise it is stopped (timed out, or the server is stopping).
-        if not answered and child.is_alive():
-            child.kill()
-        if not answered:
-            child.join()  # its exit code says how it stopped
+        # A reader that answered waits for the next upload, unless it said it is done; any other
+        # is stopped (it died, timed out, broke the protocol, or the server failed part way).
+        if answer is not None and not answer[1].get("last"):
+            _readers.give_back(reader)
+        else:
+            reader.stop()
+    if answer is not None:
+        return _outcome(*answer)
     if timed_out:
         issue = f"reading the file took longer than {limits.timeout_s:g} s"
         raise InvalidMatFileError(UNREADABLE, [issue])
-    raise _died(child.exitcode)
+    raise _died(reader.process.exitcode)
 
 
 def _messages(
@@ -308,38 +371,73 @@ class _Job:
     limits: ParseLimits
 
 
-def _rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise WorkerError(f"/proc/self/status has no {field}")
 
 
-def _child(sender: Connection, job: _Job) -> None:
+def _lower_peak_rss() -> int:
+    """Resident memory now, after lowering the high-water mark to it: a reader that served
+    earlier uploads reports each one's own peak (Linux's clear_refs, value 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_bytes("VmRSS")
+
+
+def _serve(connection: Connection, jobs: int) -> None:
+    """A reader's life: one upload after another, until the server closes the connection, the
+    reader has served ``jobs``, or an upload left it unfit to read another."""
+    _, ceiling = resource.getrlimit(resource.RLIMIT_AS)
+    with connection:
+        for served in range(1, jobs + 1):
+            try:
+                job = connection.recv()  # from the server: trusted
+            except EOFError:
+                return
+            kind, fields, fit = _answer(connection, job, ceiling)
+            last = not fit or served == jobs
+            try:
+                _send(connection, kind, {**fields, "last": last})  # the answer comes last
+            except OSError:  # the server stopped listening
+                return
+            if last:
+                return
+
+
+def _answer(connection: Connection, job: _Job, ceiling: int) -> tuple[str, dict[str, Any], bool]:
+    """Read one upload, sending its rows: the answer, and whether this reader may read another.
+
+    The memory limit covers this upload alone; it is lifted again between uploads.
+    """
     limits = job.limits
-    outbox = _Outbox(sender)  # its thread's stack before the limit
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    outbox = _Outbox(connection)  # its thread's stack before the limit
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, ceiling))
     started = time.perf_counter()
-    rss_start = _rss_bytes()
-    with sender:
-        try:
-            _read(outbox.put, job)
-            if (failure := outbox.close()) is not None:
-                raise failure
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            kind, fields = (
-                "ok",
-                {
-                    "seconds": time.perf_counter() - started,
-                    "rss_growth_bytes": max(peak - rss_start, 0),
-                },
-            )
-        except InvalidMatFileError as exc:
-            kind, fields = "invalid", {"message": exc.message, "issues": exc.issues}
-        except MemoryError:
-            issue = f"reading the file needs more than {limits.memory_bytes / 1024**2:g} MiB"
-            kind, fields = "invalid", {"message": UNREADABLE, "issues": [issue]}
-        except Exception as exc:  # the server's own trouble: a 500 there
-            kind, fields = "error", {"error": f"{type(exc).__name__}: {exc}"}
-        outbox.close()  # the answer comes last
-        _send(sender, kind, fields)
+    rss_start = _lower_peak_rss()
+    fit = True
+    try:
+        _read(outbox.put, job)
+        if (failure := outbox.close()) is not None:
+            raise failure
+        kind, fields = (
+            "ok",
+            {
+                "seconds": time.perf_counter() - started,
+                "rss_growth_bytes": max(_status_bytes("VmHWM") - rss_start, 0),
+            },
+        )
+    except InvalidMatFileError as exc:
+        kind, fields = "invalid", {"message": exc.message, "issues": exc.issues}
+    except MemoryError:
+        issue = f"reading the file needs more than {limits.memory_bytes / 1024**2:g} MiB"
+        kind, fields, fit = "invalid", {"message": UNREADABLE, "issues": [issue]}, False
+    except Exception as exc:  # the server's own trouble: a 500 there
+        kind, fields, fit = "error", {"error": f"{type(exc).__name__}: {exc}"}, False
+    if outbox.close() is not None:
+        fit = False  # the server stopped listening part way
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+    return kind, fields, fit
 
 
 def _read(send: Send, job: _Job) -> None:

@@ -12,14 +12,14 @@ Each measurement runs in a fresh child process so that one cannot warm or bloat 
 Time and memory are measured in separate runs (the two kinds alternating): tracing every Python
 allocation and sampling /proc slow the work they watch, and the upload's multipart parsing far
 more than one ``loadmat`` call. Time is taken twice in each process: the first call (a server's
-first upload, its SQL statements not yet compiled; a first ``loadmat``) and the median of the
-next five (a running server, and the reach's figure), each kind in a process of its own.
+first upload: its SQL statements not yet compiled, its reader newly forked; a first ``loadmat``)
+and the median of the next five (a running server, whose reader waits from the upload before,
+and the reach's figure), each kind in a process of its own.
 Memory is the growth of resident memory over the work (C allocations of HDF5 and zlib included),
-two ways, sampled every 2 ms: private memory (anonymous pages: what the work allocated), and all
-resident pages as the server logs them. For an upload that is the child process that reads and
-stores the file, and its resident pages include the interpreter's and libraries' code pages,
-which a forked child maps afresh as it runs (page cache shared with the forkserver, not memory
-the upload allocates: about 6 MiB whatever the file). For the bare read it is this process. The
+two ways, sampled every 2 ms: private memory (anonymous pages: what the work allocated), and
+resident pages as the server logs them (the reader's peak over its start, reset per upload).
+For an upload that is the reader child, which reads the file and sends its rows to the server.
+For the bare read it is this process. The
 server's Python allocations during the request (tracemalloc) are printed too. Reach: upload
 within 2x the bare read; private peak under 2x the file size.
 """
@@ -94,20 +94,28 @@ def _bare(path: Path) -> None:
 class _RssPeak:
     """The highest memory seen while the work runs (sampled every 2 ms): catches C allocations
     (HDF5, zlib) that tracemalloc does not see. This process's resident and private memory, and
-    the private memory of the children of ``parent`` (the forkserver) if given."""
+    the growth of private memory of the children of ``parent`` (the forkserver) if given: a
+    reader that was waiting from an earlier upload over its own private memory at the start, a
+    reader forked during the work over the forkserver's."""
 
     def __init__(self, parent: int | None = None) -> None:
         self.peak = 0
         self.private_peak = 0
-        self.child_private_peak = 0
+        self.child_private_growth = 0
         self._parent = parent
+        self._baseline: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        if parent is not None:
+            self._forked_from = _private_bytes(parent)
+            for pid in _children(parent):
+                self._baseline[pid] = _private_bytes(pid)
 
     def _sample_children(self) -> None:
         for pid in _children(self._parent):
             with contextlib.suppress(OSError, KeyError):  # the child has just exited
-                self.child_private_peak = max(self.child_private_peak, _private_bytes(pid))
+                growth = _private_bytes(pid) - self._baseline.get(pid, self._forked_from)
+                self.child_private_growth = max(self.child_private_growth, growth)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -174,6 +182,8 @@ def child(kind: str, path: Path, database_url: str | None, memory: bool) -> dict
     import h5py  # noqa: F401 (imported before the measurement in both kinds)
     import scipy.io  # noqa: F401
 
+    from central.research import worker
+
     reader = _ReaderMemory()
     forkserver_pid = None
     with tempfile.TemporaryDirectory() as scratch:
@@ -183,14 +193,14 @@ def child(kind: str, path: Path, database_url: str | None, memory: bool) -> dict
             # A refused file first: the parsers' forkserver starts once per server, not per file.
             refused = _request_body(DATA / "negative" / "matlab_table_only.mat")
             _upload(client, headers, refused, expect=400)
+            # Its reader is stopped: the first upload timed is read by a newly forked one.
+            worker._readers.stop_idle()
             research_log = logging.getLogger("central.api.research")
             research_log.setLevel(logging.INFO)
             research_log.addHandler(reader)
             request = _request_body(path)
             work = lambda: _upload(client, headers, request)  # noqa: E731
-            # A reader child starts with the forkserver's private pages: its growth is over them.
             forkserver_pid = forkserver._forkserver._forkserver_pid
-            private_before = _private_bytes(forkserver_pid)
         else:
             work = lambda: _bare(path)  # noqa: E731
             private_before = _private_bytes()
@@ -204,7 +214,7 @@ def child(kind: str, path: Path, database_url: str | None, memory: bool) -> dict
         tracemalloc.stop()
     # An upload is read in a child process: its own growth is what the reader cost.
     if kind == "upload":
-        growth, private = reader.rss_growth, rss.child_private_peak - private_before
+        growth, private = reader.rss_growth, rss.child_private_growth
     else:
         growth, private = rss.peak - rss_before, rss.private_peak - private_before
     return {

@@ -406,3 +406,65 @@ def test_hdf5_data_kept_in_another_file_is_not_read(tmp_path):
     path = tmp_path / "external.mat"
     v73_battery(path, shape=(3,), external=[(str(outside), 0, 24)])
     assert _refused(path).issues == ["battery.capacity_ah keeps its data in other files"]
+
+
+def _values(node) -> object:
+    return node.text() if node.kind.value == "char" else node.numbers().tolist()
+
+
+def test_v5_numbers_and_text_are_read_as_loadmat_gives_them(tmp_path):
+    """Numbers and one-row text come straight from the image; other text through scipy."""
+    path = tmp_path / "types.mat"
+    values = {
+        "doubles": np.array([[1.5, -2.0], [3.25, np.inf]]),
+        "singles": np.array([[0.5, 1.5, 2.5]], dtype=np.float32),
+        "bytes": np.array([[1, 250]], dtype=np.uint8),  # two bytes: inside the tag
+        "shorts": np.array([[-3, 7, 9]], dtype=np.int16),
+        "words": np.array([[2**31 - 1]], dtype=np.int32),
+        "longs": np.array([[-(2**40), 2**40]], dtype=np.int64),
+        "line": "discharge",
+        "accented": "Ampère",
+        "block": np.array(["abc", "def"]),  # two rows
+    }
+    scipy.io.savemat(path, values, do_compression=True)
+    loaded = scipy.io.loadmat(path)
+    with open_mat(path) as contents:
+        read = {name: _values(node) for name, node in contents.variables.items()}
+    for name in values:
+        if name in ("line", "accented", "block"):
+            assert read[name] == "\n".join(loaded[name]), name
+        else:
+            expected = np.ravel(loaded[name], order="F").astype(np.float64).tolist()
+            assert read[name] == expected, name
+    assert read["accented"] == "Ampère"
+    assert read["block"] == "abc\ndef"
+
+
+def _uncompressed_row(tmp_path, values: np.ndarray) -> tuple[object, bytearray]:
+    path = tmp_path / "row.mat"
+    scipy.io.savemat(path, {"v": values}, do_compression=False)
+    return path, bytearray(path.read_bytes())
+
+
+def test_v5_whole_numbers_stored_in_a_smaller_type_are_read_as_doubles(tmp_path):
+    """MATLAB stores a double matrix of small whole numbers as bytes: the class says double."""
+    path, data = _uncompressed_row(tmp_path, np.array([[3, 1, 200]], dtype=np.uint8))
+    flags = 128 + 8 + 8  # header, the matrix tag, the flags element's tag
+    assert data[flags] == 9  # mxUINT8_CLASS
+    data[flags] = 6  # mxDOUBLE_CLASS
+    path.write_bytes(bytes(data))
+    with open_mat(path) as contents:
+        node = contents.variables["v"]
+        assert node.describe() == "1×3 double"
+        assert node.numbers().tolist() == [3.0, 1.0, 200.0]
+
+
+def test_v5_data_shorter_than_the_dimensions_is_refused(tmp_path):
+    path, data = _uncompressed_row(tmp_path, np.arange(4.0).reshape(1, 4))
+    dims = 128 + 8 + 16 + 8  # header, matrix tag, flags element, the dimensions' tag
+    assert struct.unpack("<2i", data[dims : dims + 8]) == (1, 4)
+    data[dims + 4 : dims + 8] = struct.pack("<i", 5)
+    path.write_bytes(bytes(data))
+    with open_mat(path) as contents, pytest.raises(InvalidMatFileError) as caught:
+        contents.variables["v"].numbers()
+    assert caught.value.issues == ["v holds 32 bytes for 5 values of 8"]

@@ -12,12 +12,14 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
+from collections.abc import Iterator
 from functools import partial
 from multiprocessing import forkserver
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.io
 from sqlalchemy import func, select
 
 from central import migrations
@@ -88,17 +90,100 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def test_a_stored_upload_reports_its_cost(url: str) -> None:
-    """The call returns once the child has answered; the child then ends on its own."""
-    upload_id = str(uuid.uuid4())
-    report = store(url, NASA, UploadMetadata(filename=NASA.name), upload_id, limits())
-    assert report.seconds > 0 and report.rss_growth_bytes > 0
-    assert counts(url)[0] == 1
-    server_pid = forkserver._forkserver._forkserver_pid
+@pytest.fixture(autouse=True)
+def no_idle_readers() -> Iterator[None]:
+    """Each test starts without a reader from the one before, and leaves none behind."""
+    worker._readers.stop_idle()
+    yield
+    worker._readers.stop_idle()
+
+
+def readers() -> set[int]:
+    return set(children_of(forkserver._forkserver._forkserver_pid))
+
+
+def wait_gone(pid: int) -> None:
     deadline = time.monotonic() + 30
-    while children_of(server_pid):
-        assert time.monotonic() < deadline, "the child did not end"
+    while pid in readers():
+        assert time.monotonic() < deadline, f"reader {pid} did not end"
         time.sleep(0.01)
+
+
+def upload(url: str, name: str, path: Path = NASA, **changes: float) -> worker.ChildReport:
+    return store(url, path, UploadMetadata(filename=name), name, limits(**changes))
+
+
+def test_a_reader_serves_upload_after_upload_each_reporting_its_own_cost(url: str) -> None:
+    """The reader that read one file waits for the next (it reads it warm), and reports each
+    upload's own memory peak, not its lifetime's."""
+    first = upload(url, "first")
+    (reader,) = readers()
+    second = upload(url, "second")
+    assert readers() == {reader}
+    assert counts(url) == (2, 56)
+    for report in (first, second):
+        assert report.seconds > 0 and report.rss_growth_bytes > 0
+    # B0025 reads within a few MiB; a reader's lifetime peak counts the interpreter besides.
+    assert second.rss_growth_bytes < 64 * 1024**2
+
+
+def test_a_refused_file_leaves_its_reader_serving(url: str) -> None:
+    with pytest.raises(InvalidMatFileError):
+        upload(url, "table", DATA / "negative" / "matlab_table_only.mat")
+    (reader,) = readers()
+    upload(url, "after")
+    assert readers() == {reader}
+    assert counts(url) == (1, 28)
+
+
+def test_a_reader_is_replaced_after_its_share_of_uploads(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "READER_JOBS", 2)
+    upload(url, "one")
+    (reader,) = readers()
+    upload(url, "two")  # its last: it ends
+    wait_gone(reader)
+    upload(url, "three")
+    (replacement,) = readers()
+    assert replacement != reader
+    assert counts(url) == (3, 84)
+
+
+def test_a_reader_that_ran_out_of_memory_is_replaced(url: str, tmp_path: Path) -> None:
+    """MemoryError leaves a reader's heap in no state to trust with the next file."""
+    big = tmp_path / "big.mat"
+    scipy.io.savemat(big, {"x": np.zeros(300 * 1024**2 // 8)}, do_compression=True)
+    upload(url, "warm")
+    (reader,) = readers()
+    with pytest.raises(InvalidMatFileError) as refused:
+        upload(url, "big", big, memory_bytes=256 * 1024**2)
+    assert refused.value.issues == ["reading the file needs more than 256 MiB"]
+    wait_gone(reader)
+    upload(url, "after")
+    assert counts(url) == (2, 56)
+
+
+def test_an_idle_reader_that_died_is_replaced(url: str) -> None:
+    upload(url, "first")
+    (reader,) = readers()
+    os.kill(reader, signal.SIGKILL)
+    wait_gone(reader)
+    upload(url, "second")
+    assert counts(url) == (2, 56)
+
+
+def test_a_forked_server_does_not_use_its_parents_readers(url: str) -> None:
+    """A server process forked after an upload inherits the idle reader's handle, not the
+    reader: it starts its own."""
+    upload(url, "first")
+    (reader,) = readers()
+    (inherited,) = worker._readers._idle
+    inherited.owner = -1  # as a forked copy of the pool sees it
+    upload(url, "second")
+    assert len(readers() - {reader}) == 1
+    inherited.owner = os.getpid()
+    inherited.stop()
 
 
 def test_children_do_not_run_the_servers_main_module_again(url: str, tmp_path: Path) -> None:
@@ -137,23 +222,19 @@ def test_a_crashing_reader_is_a_clear_error_and_stores_nothing(url: str) -> None
     the next upload works."""
     outcome: list[BaseException] = []
 
-    def upload() -> None:
+    def upload_severson() -> None:
         try:
             store(url, SEVERSON, UploadMetadata(filename="s.mat"), "crash", limits())
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
 
     store(url, NASA, UploadMetadata(filename="warm.mat"), "warm", limits())
-    server_pid = forkserver._forkserver._forkserver_pid
-    before = set(children_of(server_pid))
-    thread = threading.Thread(target=upload)
+    (reader,) = readers()  # the warm reader takes the next upload
+    thread = threading.Thread(target=upload_severson)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not (reader := set(children_of(server_pid)) - before):
-        assert time.monotonic() < deadline, "no child process appeared"
-        time.sleep(0.01)
-    time.sleep(0.3)  # part way through its cells
-    os.kill(reader.pop(), signal.SIGSEGV)
+    time.sleep(0.5)  # part way through its cells (a second or more in all)
+    assert thread.is_alive()
+    os.kill(reader, signal.SIGSEGV)
     thread.join(60)
     (error,) = outcome
     assert isinstance(error, InvalidMatFileError)
