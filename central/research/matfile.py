@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import h5py
 import numpy as np
@@ -72,6 +72,7 @@ _NUMBER_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 
 _NUMBER_TYPES |= {12: "i8", 13: "u8"}
 _INT8, _INT32, _UINT32 = frozenset({_MI_INT8}), frozenset({_MI_INT32}), frozenset({_MI_UINT32})
 _TAG = {order: struct.Struct(f"{order}2I") for order in "<>"}  # an element's type and size
+_FLAGS = {order: struct.Struct(f"{order}3I") for order in "<>"}  # and an array flags' first word
 _MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE, _MX_DOUBLE = 1, 2, 3, 4, 5, 6
 _MX_FUNCTION, _MX_OPAQUE = 16, 17
 _CLASSES = frozenset(range(1, 17))  # cell … uint64, function handle (opaque: 17, apart)
@@ -330,9 +331,11 @@ def _text(data: bytes) -> str:
     return data.split(b"\0", 1)[0].decode("latin1")
 
 
-@dataclass(frozen=True)
-class _Header:
-    """What a matrix's leading elements say: enough to navigate it without reading its data."""
+class _Header(NamedTuple):
+    """What a matrix's leading elements say: enough to navigate it without reading its data.
+
+    A tuple: a NASA file has hundreds of matrices a layout looks into, each made once.
+    """
 
     matrix_class: int
     is_complex: bool
@@ -347,11 +350,18 @@ class _Header:
 
 
 def _matrix_header(flow: _Cursor, end: int, byte_order: str, budget: Budget) -> _Header:
-    """Read a matrix's flags, dimensions and name, and a struct's field names."""
-    _, flags = _element(flow, end, byte_order, _UINT32)
-    if len(flags) != 8:
+    """Read a matrix's flags, dimensions and name, and a struct's field names.
+
+    The flags (8 bytes) never fit the small element format: their tag and first word are read
+    at once.
+    """
+    tag = flow.position
+    flow.skip(16, end)
+    mdtype, nbytes, flag_word = flow.unpack(_FLAGS[byte_order], tag)
+    if (mdtype & 0xFFFF) not in _UINT32:
+        raise InvalidMatFileError(UNREADABLE, [f"a matrix element of unexpected type {mdtype}"])
+    if mdtype >> 16 or nbytes != 8:
         raise InvalidMatFileError(UNREADABLE, ["a matrix without its array flags"])
-    (flag_word,) = struct.unpack(f"{byte_order}I", flags[:4])
     matrix_class, is_complex = flag_word & 0xFF, bool(flag_word & 0x0800)
     is_logical = bool(flag_word & 0x0200)
     if matrix_class == _MX_OPAQUE:  # three names, then one matrix (scipy's reading of MATLAB's)
@@ -822,6 +832,7 @@ class V5Node(MatNode):
             self.header = _matrix_header(flow, end, image.byte_order, image.budget)
             _check_room(self.header, flow, end)
         self.contents = flow.position  # where the children or the data start
+        self._size = math.prod(self.header.dims)
 
     @property
     def kind(self) -> Kind:
@@ -839,6 +850,10 @@ class V5Node(MatNode):
     @property
     def shape(self) -> tuple[int, ...]:
         return self.header.dims
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def fields(self) -> tuple[str, ...]:
         return self.header.field_names if self.kind is Kind.STRUCT else ()
@@ -869,9 +884,8 @@ class V5Node(MatNode):
 
     def _child(self, position: int, name: str) -> V5Node:
         if position not in self._made:
-            start = self._child_tags()[position]
-            size = self._image.cursor(start + 4, name).read(4, start + 8)
-            (nbytes,) = struct.unpack(f"{self._image.byte_order}I", size)
+            start = self._child_tags()[position]  # each tag checked to lie inside
+            _, nbytes = self._image.cursor(start, name).unpack(_TAG[self._image.byte_order], start)
             node = V5Node(self._image, start, start + 8 + nbytes, name, self.depth + 1)
             self._made[position] = node
         return self._made[position]

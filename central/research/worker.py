@@ -25,6 +25,7 @@ child before the job starts; the job needs none of it, so the children are launc
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
@@ -195,8 +196,14 @@ def store_in_child(
     ``InvalidMatFileError`` for a file the child refused, ran out of memory or time on, or died
     reading; ``WorkerError`` for anything else. Either way the caller rolls back.
     """
+    job = _Job(str(path), meta, limits)
     reader = _readers.take()
-    reader.connection.send(_Job(str(path), meta, limits))
+    try:
+        reader.connection.send(job)
+    except OSError:  # it died while it waited: the file has not been read, a new reader reads it
+        reader.stop()
+        reader = _Reader(READER_JOBS)
+        reader.connection.send(job)
     deadline = time.monotonic() + limits.timeout_s
     answer: tuple[str, dict[str, Any]] | None = None
     try:
@@ -380,8 +387,10 @@ def _status_bytes(field: str) -> int:
 
 def _lower_peak_rss() -> int:
     """Resident memory now, after lowering the high-water mark to it: a reader that served
-    earlier uploads reports each one's own peak (Linux's clear_refs, value 5)."""
-    Path("/proc/self/clear_refs").write_text("5")
+    earlier uploads reports each one's own peak (Linux's clear_refs, value 5). Where that is
+    not allowed, the peak is the reader's lifetime's: a figure for the log, not a limit."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
     return _status_bytes("VmRSS")
 
 

@@ -173,6 +173,20 @@ def test_an_idle_reader_that_died_is_replaced(url: str) -> None:
     assert counts(url) == (2, 56)
 
 
+def test_a_reader_found_dead_when_sent_its_upload_is_replaced(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader can die between the check that it is alive and the upload reaching it: the
+    file has not been read, so a new reader reads it."""
+    upload(url, "first")
+    (reader,) = readers()
+    os.kill(reader, signal.SIGKILL)
+    wait_gone(reader)
+    monkeypatch.setattr(worker._Reader, "usable", lambda self: True)  # as if checked just before
+    upload(url, "second")
+    assert counts(url) == (2, 56)
+
+
 def test_a_forked_server_does_not_use_its_parents_readers(url: str) -> None:
     """A server process forked after an upload inherits the idle reader's handle, not the
     reader: it starts its own."""
