@@ -11,9 +11,10 @@ declares a huge shape). Whatever scipy or h5py raise while reading becomes
 Both v5 and v7.3 files are read lazily through :class:`MatNode`, which gives layout readers the
 same struct/cell/array view of both, and reads only what they ask for:
 - v5/v7: the variables are inflated once, in chunks, into an uncompressed temporary file; a
-  node's header is read there when the node is reached, and its numbers or text by scipy's MAT
-  reader (``loadmat``'s engine) at the node's own offset. A NASA file's charge and impedance
-  runs, which nothing stores, are never made into arrays.
+  node's header is read there when the node is reached; its numbers and one-row text straight
+  from the mapped file, anything else by scipy's MAT reader (``loadmat``'s engine) at the node's
+  own offset. A NASA file's charge and impedance runs, which nothing stores, are never made into
+  arrays.
 - v7.3 (HDF5): ``h5py``, one dataset at a time.
 - v4 (no nesting, rare): ``scipy.io.loadmat``, whole, after a check of every header.
 """
@@ -522,9 +523,10 @@ def _write_image(
 class _V5Image:
     """A v5 file's variables, inflated and checked, open for :class:`V5Node` to read from.
 
-    The image is mapped read-only: walking its headers reads the page cache, not a copy. Array
-    data is read by scipy's MAT-file reader (the engine of ``scipy.io.loadmat``), one matrix at a
-    time at its own offset, after the walk has checked everything that matrix holds.
+    The image is mapped read-only: walking its headers reads the page cache, not a copy.
+    Numbers and one-row text are viewed there and copied out; anything else is read by scipy's
+    MAT-file reader (the engine of ``scipy.io.loadmat``), one matrix at a time at its own offset,
+    after the walk has checked everything that matrix holds.
     """
 
     def __init__(self, image: BinaryIO, byte_order: str, budget: Budget) -> None:
@@ -559,7 +561,7 @@ class _V5Image:
             raise InvalidMatFileError(
                 UNREADABLE, ["a matrix holds more than its declared contents"]
             )
-        word, nbytes = struct.unpack_from(f"{self.byte_order}2I", self.view, tag)
+        word, nbytes = _TAG[self.byte_order].unpack_from(self.view, tag)
         start = tag + 8
         if word >> 16:  # the small format: up to 4 bytes inside the tag
             start, nbytes = tag + 4, word >> 16
@@ -812,7 +814,7 @@ class V5Node(MatNode):
     each cycle never makes the rest of the file into arrays.
 
     Its header is read when the node is made; a cell's or struct's children are located (by their
-    tags, without reading them) when first asked for, and numbers or text are read by scipy.
+    tags, without reading them) when first asked for, and kept once made.
     """
 
     def __init__(self, image: _V5Image, start: int, end: int, name: str, depth: int) -> None:
@@ -991,7 +993,7 @@ def _small_attribute(obj: h5py.Group | h5py.Dataset, name: str) -> object:
     return value.ravel()[0] if value.size else None
 
 
-def _referenced(file: h5py.File, reference: h5py.Reference) -> h5py.Group | h5py.Dataset:
+def _referenced(file: h5py.File, reference: h5py.Reference, name: str) -> h5py.Group | h5py.Dataset:
     """What ``file[reference]`` gives, without h5py's generic lookup (a batch file holds a
     reference per cycle, and the lookup cost more than reading the cycle's data)."""
     target = h5py.h5r.dereference(reference, file.id)
@@ -999,7 +1001,9 @@ def _referenced(file: h5py.File, reference: h5py.Reference) -> h5py.Group | h5py
         return h5py.Dataset(target, readonly=True)  # as h5py's own lookup: shapes are cached
     if isinstance(target, h5py.h5g.GroupID):
         return h5py.Group(target)
-    raise InvalidMatFileError(BAD_CONTENTS, ["a reference to neither an array nor a struct"])
+    raise InvalidMatFileError(
+        BAD_CONTENTS, [f"{name}: a reference to neither an array nor a struct"]
+    )
 
 
 def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
@@ -1151,7 +1155,9 @@ class H5Node(MatNode):
             raise InvalidMatFileError(BAD_CONTENTS, [f"{child_name}: no such element"])
         if not flat[index]:
             raise InvalidMatFileError(BAD_CONTENTS, [f"{child_name}: null reference"])
-        return H5Node(_referenced(self._file, flat[index]), child_name, self._budget, self._file)
+        return H5Node(
+            _referenced(self._file, flat[index], child_name), child_name, self._budget, self._file
+        )
 
     def _check_budget(self, dataset: h5py.Dataset, name: str) -> None:
         """Refuse before reading: a compressed dataset can declare any shape at no cost on disk."""

@@ -468,3 +468,19 @@ def test_v5_data_shorter_than_the_dimensions_is_refused(tmp_path):
     with open_mat(path) as contents, pytest.raises(InvalidMatFileError) as caught:
         contents.variables["v"].numbers()
     assert caught.value.issues == ["v holds 32 bytes for 5 values of 8"]
+
+
+def test_hdf5_reference_to_neither_an_array_nor_a_struct_is_refused(tmp_path):
+    """A cell element may point at any HDF5 object: a committed datatype holds nothing to read."""
+    path = write_v73(tmp_path / "cells.mat", {"c": [np.ones(2), np.ones(3)]})
+    with h5py.File(path, "r+") as h5:
+        h5["#refs#/kind"] = np.dtype("f8")
+        references = h5["c"][()]
+        references.flat[1] = h5["#refs#/kind"].ref
+        h5["c"][...] = references
+    with open_mat(path) as contents:
+        cells = contents.variables["c"]
+        assert cells.cell(0).numbers().tolist() == [1.0, 1.0]
+        with pytest.raises(InvalidMatFileError) as caught:
+            cells.cell(1)
+    assert caught.value.issues == ["c{2}: a reference to neither an array nor a struct"]
