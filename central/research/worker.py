@@ -15,8 +15,8 @@ connection and statement cache rather than a new child's cold ones.
 Children come from a forkserver that has imported the parsers once: a fork costs milliseconds,
 and the server's own threads and connections are never forked. A child then reads uploads one
 after another (up to ``READER_JOBS``), each under its own memory limit and deadline: a newly
-forked process copies every page it writes to, on first touch, and that made a fresh child read
-a NASA file in nearly twice the time of one that had read a file before. Any trouble (a crash,
+forked process copies every page it writes to, on first touch, and a fresh child took 35-45 ms
+to read a NASA file that one which had read a file before read in 27-32 ms. Any trouble (a crash,
 a deadline, MemoryError, a fault of ours, or a server that stopped listening part way) ends the
 child; the next upload gets a new one. The stdlib would also re-run the
 server's ``__main__`` (the ``battery-central`` script, and with it the whole app: 0.6 s) in every
@@ -119,9 +119,9 @@ class ChildReport:
     """What reading one upload cost the child: for the log and the benchmark."""
 
     seconds: float
-    # Peak resident memory over the child's own start. It counts the interpreter's and libraries'
-    # code pages, which a forked child maps afresh as it runs (page cache shared with the
-    # forkserver: about 6 MiB whatever the file), besides what the child allocated.
+    # Peak resident memory over the reader's at the upload's start (the peak reset per upload).
+    # A newly forked reader's counts the interpreter's and libraries' code pages it maps as it
+    # runs (page cache shared with the forkserver), besides what it allocated.
     rss_growth_bytes: int
 
 
