@@ -115,7 +115,7 @@ def upload(url: str, name: str, path: Path = NASA, **changes: float) -> worker.C
 
 def test_a_reader_serves_upload_after_upload_each_reporting_its_own_cost(url: str) -> None:
     """The reader that read one file waits for the next (it reads it warm), and reports each
-    upload's own memory peak, not its lifetime's."""
+    upload's cost."""
     first = upload(url, "first")
     (reader,) = readers()
     second = upload(url, "second")
@@ -123,8 +123,7 @@ def test_a_reader_serves_upload_after_upload_each_reporting_its_own_cost(url: st
     assert counts(url) == (2, 56)
     for report in (first, second):
         assert report.seconds > 0 and report.rss_growth_bytes > 0
-    # B0025 reads within a few MiB; a reader's lifetime peak counts the interpreter besides.
-    assert second.rss_growth_bytes < 64 * 1024**2
+    assert second.rss_growth_bytes < 64 * 1024**2  # B0025 reads within a few MiB
 
 
 def test_a_refused_file_leaves_its_reader_serving(url: str) -> None:
