@@ -30,6 +30,9 @@ def battery_room(battery_id: str) -> str:
 
 
 class LiveEvents(Protocol):
+    # False where no client can hear: ingest then builds no events at all.
+    listening: bool
+
     def telemetry_update(
         self, location_id: str, battery_id: str, data: dict[str, Any], timestamp: str
     ) -> None:
@@ -46,6 +49,8 @@ class LiveEvents(Protocol):
 
 class NoLiveEvents:
     """For ingest without live clients (and for tests of the store alone)."""
+
+    listening = False
 
     def telemetry_update(
         self, location_id: str, battery_id: str, data: dict[str, Any], timestamp: str
@@ -70,6 +75,8 @@ class SocketIOLiveEvents:
     an event once (python-socketio merges the rooms' members). Emitting never raises into
     ingest: the store is the record, the live feed is best effort (failures are logged).
     """
+
+    listening = True
 
     def __init__(self, socketio: SocketIO) -> None:
         self._socketio = socketio

@@ -140,6 +140,8 @@ class AlertEngine:
         pending, self._pending = self._pending, []
         self._touched.clear()
         self._rul_taken.clear()
+        if not events.listening:
+            return
         for emit in pending:
             try:
                 emit(events)
@@ -424,9 +426,13 @@ class AlertEngine:
 
 
 def _telemetry_update(location_id: str, reading: Reading) -> Emit:
-    data = {name: getattr(reading, name) for name in MEASUREMENTS}
-    stamp = to_rfc3339(reading.ts)
-    return lambda events: events.telemetry_update(location_id, reading.battery_id, data, stamp)
+    """Built when emitted, so a feed nobody listens to costs nothing per reading."""
+    return lambda events: events.telemetry_update(
+        location_id,
+        reading.battery_id,
+        {name: getattr(reading, name) for name in MEASUREMENTS},
+        to_rfc3339(reading.ts),
+    )
 
 
 def _alert_event(row: Alert) -> Emit:

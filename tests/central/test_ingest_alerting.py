@@ -67,6 +67,8 @@ class Clock:
 class Recorder:
     """A ``LiveEvents`` that keeps every call: (event, location, battery, payload[, timestamp])."""
 
+    listening = True
+
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
@@ -345,6 +347,16 @@ def test_live_events_follow_the_stored_readings(harness):
         "alert",
         "battery_status_update",
     ]
+
+
+def test_events_nobody_can_hear_are_not_built(harness):
+    """Ingest without a live feed (no message queue) builds no events, yet still raises the
+    alert: the engine leaves out only what it would have told."""
+    harness.events.listening = False
+    harness.at(0)
+    harness.at(1, temperature=47.0)
+    assert harness.events.calls == []
+    assert [a.alert_type for a in harness.alerts()] == ["temperature_high"]
 
 
 def test_a_backlog_goes_live_as_its_newest_readings_oldest_first(harness):

@@ -4,12 +4,15 @@ the results must not tell the two apart."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from central.db.engine import make_engine, make_session_factory
 from central.db.models import (
     AgentSequence,
     BatteryLatest,
@@ -241,6 +244,100 @@ def test_a_failing_copy_raises_what_ingest_handles(session, monkeypatch):
     monkeypatch.setattr(store, "copy_text", lambda readings: bad)
     with pytest.raises(SQLAlchemyError, match="invalid input syntax"):
         store_telemetry(session, [batch(1, 1)])
+
+
+def keyed(agent: str, minutes: list[int]) -> TelemetryBatch:
+    """Readings of battery 1 at ``minutes``, in that order, sequence numbers from 1."""
+    readings = [
+        Reading(battery_id=ids.battery_id(SITE, 1, 1, 1), ts=T0 + timedelta(minutes=m))
+        for m in minutes
+    ]
+    return TelemetryBatch(
+        site_id=SITE, agent_id=agent, seq_first=1, seq_last=len(minutes), readings=readings
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_key_already_stored_undoes_only_the_copy_not_the_transaction(session):
+    """The straight COPY fails on a stored key; the rest of the transaction stays, and the
+    readings are sorted out on the staging path."""
+    store_telemetry(session, [batch(1, 2)])
+    session.commit()
+    quarantine(session, "brm/v1/DC-CNX-01/telemetry", b"junk", "schema: not JSON")
+    [result] = store_telemetry(session, [batch(2, 3)])  # minute 2 is stored already
+    session.commit()
+    assert result == TelemetryResult(inserted=2, duplicates=1)
+    assert _count(session, QuarantinedMessage) == 1
+    assert _count(session, Telemetry) == 4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_workers_deadlocked_on_overlapping_keys_both_finish(migrated_url, monkeypatch):
+    """Two workers COPY overlapping keys in opposite orders and deadlock: the server fails one
+    COPY, that worker takes the staging path, and every key is stored once.
+
+    A third transaction holds a key in the middle of each batch, so each worker has stored its
+    first key before it waits; when the third rolls back, each wants the other's first key.
+    """
+    copies: list[str] = []
+    real_copy = store._copy
+    monkeypatch.setattr(
+        store,
+        "_copy",
+        lambda c, statement, text: (copies.append(statement), real_copy(c, statement, text)),
+    )
+    engine = make_engine(migrated_url)
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as blocker, sessions() as one, sessions() as two:
+            for s in (one, two):
+                s.execute(text("SET deadlock_timeout = '100ms'"))
+            pids = [s.scalar(text("SELECT pg_backend_pid()")) for s in (one, two)]
+            battery = ids.battery_id(SITE, 1, 1, 1)
+            for m in (2, 4):
+                blocker.execute(
+                    text("INSERT INTO telemetry (battery_id, ts) VALUES (:b, :ts)"),
+                    {"b": battery, "ts": T0 + timedelta(minutes=m)},
+                )
+            results: dict[str, list[TelemetryResult]] = {}
+
+            def work(s, agent: str, minutes: list[int]) -> None:
+                results[agent] = store_telemetry(s, [keyed(agent, minutes)])
+                s.commit()
+
+            threads = [
+                threading.Thread(target=work, args=(one, "agent-1", [1, 2, 3])),
+                threading.Thread(target=work, args=(two, "agent-2", [3, 4, 1])),
+            ]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while (
+                blocker.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE pid = ANY(:pids) AND wait_event_type = 'Lock'"
+                    ),
+                    {"pids": pids},
+                )
+                < 2
+            ):
+                assert time.monotonic() < deadline, "the workers never waited on the blocker"
+                time.sleep(0.02)
+            blocker.rollback()
+            for thread in threads:
+                thread.join(20)
+            assert sorted(results) == ["agent-1", "agent-2"]
+            stored = sorted(r.inserted for [r] in results.values())
+            assert stored == [1, 3]  # the victim stores only minute 4 (or 2), the other all 3
+            assert sum(r.duplicates for [r] in results.values()) == 2
+            assert copies.count(store.COPY_STAGING) == 1
+            minutes = one.scalars(select(Telemetry.ts).order_by(Telemetry.ts)).all()
+            assert minutes == [T0 + timedelta(minutes=m) for m in (1, 2, 3, 4)]
+    finally:
+        engine.dispose()
 
 
 def state(status: AgentStatus, minute: int | None, down: tuple[str, ...] = ()) -> State:
