@@ -10,11 +10,12 @@ subscriptions) is ``central.api.live``; this module loads none of the API, so ne
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
-
-from flask_socketio import SocketIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 from central.settings import CentralSettings
+
+if TYPE_CHECKING:
+    from flask_socketio import SocketIO
 
 DEFAULT_CHANNEL = "flask-socketio"
 
@@ -108,7 +109,10 @@ class SocketIOLiveEvents:
 
 def message_queue_emitter(url: str, channel: str = DEFAULT_CHANNEL) -> SocketIOLiveEvents:
     """Events for the servers listening on the queue ``url`` (``redis://...``) and ``channel``,
-    from a process that serves no client (it never reads the queue)."""
+    from a process that serves no client (it never reads the queue). Socket.IO is loaded here:
+    it takes a quarter of a second, which ingest without a queue need not spend."""
+    from flask_socketio import SocketIO
+
     return SocketIOLiveEvents(SocketIO(message_queue=url, channel=channel, async_mode="threading"))
 
 

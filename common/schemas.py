@@ -83,10 +83,26 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# A reading's time is checked in Rust (aware, or refused); ``Reading`` normalises it as
-# ``Timestamp`` does, in one cheap check per reading instead of two Python calls per field.
+def _reading_time(ts: datetime) -> datetime:
+    """UTC (``datetime.UTC`` itself) with whole milliseconds, like ``Timestamp``, in one call.
+
+    pydantic parses a ``Z`` into a zone object of its own per reading: equal to UTC, but
+    comparing two such times calls back into each zone (~10 times the cost of comparing two
+    ``datetime.UTC`` times), and ingest sorts and compares every reading's time.
+    """
+    if ts.microsecond % 1000:
+        return truncate_ms(ts)
+    if ts.tzinfo is UTC:
+        return ts
+    return ts.astimezone(UTC)  # half the cost of ``replace(tzinfo=UTC)`` even for a ``Z``
+
+
+# Checked in Rust (aware, or refused), then normalised by one plain function: a model validator
+# doing the same cost a fifth more of a telemetry message's whole decoding.
 ReadingTimestamp = Annotated[
-    AwareDatetime, PlainSerializer(to_rfc3339, return_type=str, when_used="json")
+    AwareDatetime,
+    AfterValidator(_reading_time),
+    PlainSerializer(to_rfc3339, return_type=str, when_used="json"),
 ]
 
 
@@ -101,25 +117,6 @@ class Reading(_Message):
     internal_resistance: float | None = _measurement("internal_resistance")
     soc_pct: float | None = _measurement("soc_pct")
     soh_pct: float | None = _measurement("soh_pct")
-
-    @model_validator(mode="after")
-    def _utc_ms(self) -> Reading:
-        """UTC (``datetime.UTC`` itself) with whole milliseconds, like ``Timestamp``.
-
-        pydantic parses a ``Z`` into a zone object of its own per reading: equal to UTC, but
-        comparing or hashing two such times calls back into each zone (~20 times the cost of
-        two ``datetime.UTC`` times), and ingest compares and hashes every reading's time.
-        """
-        ts = self.ts  # aware: AwareDatetime refused anything else
-        if ts.tzinfo is UTC and not ts.microsecond % 1000:
-            return self
-        if ts.microsecond % 1000 or ts.utcoffset():
-            utc = ts.astimezone(UTC)
-            utc = utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000)
-        else:  # what agents send: a UTC zone other than ``datetime.UTC``
-            utc = ts.replace(tzinfo=UTC)
-        object.__setattr__(self, "ts", utc)  # frozen: set once, while validating
-        return self
 
 
 class TelemetryBatch(_Message):

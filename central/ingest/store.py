@@ -63,6 +63,16 @@ SELECT {", ".join(COLUMNS)} FROM staged ORDER BY battery_id, ts, n
 ON CONFLICT (battery_id, ts) DO NOTHING
 RETURNING battery_id, ts
 """
+# Each battery's newest reading of a transaction, staged like its telemetry, replaces the
+# stored one where it is newer; battery order, as ``newest_readings`` gives it, is the lock order.
+MOVE_LATEST = f"""
+WITH staged AS (DELETE FROM {STAGING} RETURNING *)
+INSERT INTO battery_latest ({", ".join(COLUMNS)}, updated_at)
+SELECT {", ".join(COLUMNS)}, %(now)s FROM staged ORDER BY n
+ON CONFLICT (battery_id) DO UPDATE SET
+{", ".join(f"{c} = excluded.{c}" for c in (*COLUMNS[1:], "updated_at"))}
+WHERE battery_latest.ts < excluded.ts
+"""
 COPY_BUFFER_BYTES = 1 << 20
 NULL = b"\\N"
 _ROW = attrgetter(*COLUMNS)
@@ -168,9 +178,10 @@ def store_telemetry(
     readings = [reading for batch in batches for reading in batch.readings]
     if session.get_bind().dialect.name == "postgresql":
         inserted = _copy_readings(session, batches, readings)
+        _copy_latest(session, readings, now)
     else:
         inserted = _insert_readings(session, batches, readings)
-    _update_latest(session, readings, now)
+        _update_latest(session, readings, now)
     _book_sequences(session, batches, inserted, now)
     return [
         TelemetryResult(
@@ -235,8 +246,17 @@ def _insert_readings(
     return stored_by(batches, {(b, ts) for b, ts in session.execute(statement, rows)})
 
 
+def _copy_latest(session: Session, readings: Iterable[Reading], now: datetime) -> None:
+    """PostgreSQL: each battery's newest reading replaces the stored one where it is newer,
+    through the staging table (a tenth of the cost of the multi-row upsert SQLite gets)."""
+    connection = session.connection()
+    connection.exec_driver_sql(CREATE_STAGING)
+    _copy(connection, COPY_STAGING, copy_text(newest_readings(readings)))
+    connection.exec_driver_sql(MOVE_LATEST, {"now": now})
+
+
 def _update_latest(session: Session, readings: Iterable[Reading], now: datetime) -> None:
-    """Upsert each battery's newest reading, only where it is newer than the stored one.
+    """SQLite: upsert each battery's newest reading, only where it is newer than the stored one.
 
     A Core insert of the table, with a RETURNING clause for its side effect: SQLAlchemy sends
     an ON CONFLICT DO UPDATE executemany as multi-row statements only when it returns rows (else

@@ -333,7 +333,9 @@ def test_two_workers_deadlocked_on_overlapping_keys_both_finish(migrated_url, mo
             stored = sorted(r.inserted for [r] in results.values())
             assert stored == [1, 3]  # the victim stores only minute 4 (or 2), the other all 3
             assert sum(r.duplicates for [r] in results.values()) == 2
-            assert copies.count(store.COPY_STAGING) == 1
+            # Both COPYs straight into telemetry; staged: each one's latest, the victim's telemetry.
+            assert copies.count(store.COPY_TELEMETRY) == 2
+            assert copies.count(store.COPY_STAGING) == 3
             minutes = one.scalars(select(Telemetry.ts).order_by(Telemetry.ts)).all()
             assert minutes == [T0 + timedelta(minutes=m) for m in (1, 2, 3, 4)]
     finally:

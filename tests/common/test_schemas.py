@@ -276,6 +276,7 @@ def test_a_timestamp_without_zone_is_refused_in_plain_words():
         ("2025-11-30T08:00:00.123Z", datetime(2025, 11, 30, 8, 0, 0, 123000, tzinfo=UTC)),
         ("2025-11-30T08:00:00.123999Z", datetime(2025, 11, 30, 8, 0, 0, 123000, tzinfo=UTC)),
         ("2025-11-30T15:00:00.5+07:00", datetime(2025, 11, 30, 8, 0, 0, 500000, tzinfo=UTC)),
+        ("2025-11-30T01:00:00.4567-07:00", datetime(2025, 11, 30, 8, 0, 0, 456000, tzinfo=UTC)),
         ("2025-11-30T08:00:00+00:00", datetime(2025, 11, 30, 8, 0, tzinfo=UTC)),
     ],
 )
