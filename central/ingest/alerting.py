@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 # Readings per battery one batch sends live: a few polls' worth (a slow batch, an agent catching
 # up a minute), not a backlog.
 LIVE_READINGS_PER_BATCH = 10
+_TS = attrgetter("ts")
 
 Emit = Callable[[LiveEvents], None]
 
@@ -115,8 +117,10 @@ class Tracked:
 class AlertEngine:
     """Evaluates rules and runs the lifecycle for the batteries of each ingest transaction."""
 
-    def __init__(self, settings: AlertSettings) -> None:
+    def __init__(self, settings: AlertSettings, *, live: bool = True) -> None:
+        """``live``: whether any client can hear the events (without, none are built)."""
         self.settings = settings
+        self._live = live
         self._tracked: dict[str, Tracked] = {}
         self._touched: set[str] = set()
         self._pending: list[Emit] = []
@@ -140,8 +144,6 @@ class AlertEngine:
         pending, self._pending = self._pending, []
         self._touched.clear()
         self._rul_taken.clear()
-        if not events.listening:
-            return
         for emit in pending:
             try:
                 emit(events)
@@ -276,10 +278,13 @@ class AlertEngine:
     def _readings(
         self, battery_id: str, tracked: Tracked, group: list[Reading], session: Session
     ) -> None:
-        in_order = sorted(group, key=lambda r: r.ts)
-        newest = in_order[-1]
-        for reading in in_order[-LIVE_READINGS_PER_BATCH:]:
-            self._pending.append(_telemetry_update(tracked.location_id, reading))
+        if self._live:
+            in_order = sorted(group, key=_TS)
+            newest = in_order[-1]
+            for reading in in_order[-LIVE_READINGS_PER_BATCH:]:
+                self._pending.append(_telemetry_update(tracked.location_id, reading))
+        else:
+            newest = max(group, key=_TS)
         if tracked.latest_ts is None or newest.ts > tracked.latest_ts:
             tracked.latest_ts, tracked.soh_pct = newest.ts, newest.soh_pct
         context = BatteryContext(baseline_resistance_ohm=tracked.baseline_ohm)
@@ -390,7 +395,8 @@ class AlertEngine:
                 battery_id,
                 row.message,
             )
-            self._pending.append(_alert_event(row))
+            if self._live:
+                self._pending.append(_alert_event(row))
 
     def _adopt(
         self, session: Session, battery_id: str, tracked: Tracked, decision: Decision
@@ -422,17 +428,14 @@ class AlertEngine:
             status = tracked.current_status()
             if status is not tracked.status:
                 previous, tracked.status = tracked.status, status
-                self._pending.append(_status_update(battery_id, tracked, previous, now))
+                if self._live:
+                    self._pending.append(_status_update(battery_id, tracked, previous, now))
 
 
 def _telemetry_update(location_id: str, reading: Reading) -> Emit:
-    """Built when emitted, so a feed nobody listens to costs nothing per reading."""
-    return lambda events: events.telemetry_update(
-        location_id,
-        reading.battery_id,
-        {name: getattr(reading, name) for name in MEASUREMENTS},
-        to_rfc3339(reading.ts),
-    )
+    data = {name: getattr(reading, name) for name in MEASUREMENTS}
+    stamp = to_rfc3339(reading.ts)
+    return lambda events: events.telemetry_update(location_id, reading.battery_id, data, stamp)
 
 
 def _alert_event(row: Alert) -> Emit:

@@ -3,7 +3,10 @@
 
 Off the hot path: a thread of the ingest process fits one battery at a time, resting between fits
 so that it takes at most ``duty`` of a CPU (a fit costs 1–4 ms; the history query most of the
-rest), each battery in its own short transaction. Results go to ``battery_analytics`` and, as
+rest), each battery in its own short transaction. While ingest works through a backlog
+(``busy``), fits wait: they share one interpreter with ingest, and a backlog's end brings newer
+readings to fit anyway. They wait ``refresh_s`` at most, so a lasting overload delays RUL by no
+more than that. Results go to ``battery_analytics`` and, as
 ``RulUpdate``s, to ``results``, which the ingest loop hands to the alert engine: rul_warning and
 rul_critical are judged in ingest's next transaction, where the lifecycle state lives.
 
@@ -46,6 +49,7 @@ from common.timeutil import from_unix, utc_now
 log = logging.getLogger(__name__)
 
 RUL_REFRESH_S = 300.0
+BUSY_PAUSE_S = 0.1
 BASELINE_READINGS = AlertSettings.model_fields["baseline_readings"].default
 RUL_COLUMNS = (
     "rul_status",
@@ -129,8 +133,11 @@ class RulRefresher:
         duty: float = 0.25,
         max_cached: int = 1000,
         baseline_readings: int = BASELINE_READINGS,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._sessions = sessions
+        self._busy = busy
+        self._busy_since: float | None = None
         self.refresh_s = refresh_s
         self.estimator = estimator
         self._clock = clock
@@ -170,6 +177,8 @@ class RulRefresher:
                 stop.wait(min(1.0, self.refresh_s / 10))
                 continue
             for battery_id in due:
+                if self._wait_while_busy(stop):
+                    return
                 started = time.monotonic()
                 try:
                     self.refresh(battery_id)
@@ -178,6 +187,20 @@ class RulRefresher:
                 spent = time.monotonic() - started
                 if stop.wait(spent * (1.0 / self._duty - 1.0)):
                     return
+
+    def _wait_while_busy(self, stop: threading.Event) -> bool:
+        """Wait while ingest is busy, unless it has been busy for ``refresh_s`` already; True
+        if ``stop`` came meanwhile."""
+        while self._busy():
+            now = self._clock()
+            if self._busy_since is None:
+                self._busy_since = now
+            elif now - self._busy_since >= self.refresh_s:
+                return False
+            if stop.wait(BUSY_PAUSE_S):
+                return True
+        self._busy_since = None
+        return False
 
     def refresh_due(self) -> int:
         """Refresh every due battery now (tests, benchmarks); how many."""

@@ -40,10 +40,16 @@ from central.ingest.process import (
     decide,
 )
 from central.ingest.rul_refresh import RUL_REFRESH_S, RulRefresher
-from central.ingest.store import quarantine, record_events, record_state, store_telemetry
+from central.ingest.store import (
+    Gathering,
+    quarantine,
+    record_events,
+    record_state,
+    store_telemetry,
+)
 from central.live_events import LiveEvents, NoLiveEvents
 from central.settings import IngestSettings
-from common.schemas import AgentStatus, Reading, TelemetryBatch
+from common.schemas import AgentStatus, Reading
 from common.timeutil import utc_now
 from common.topics import Topics
 
@@ -52,6 +58,20 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 
 Decided = tuple[Inbound, Decision]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One transaction's messages with their decisions, and its telemetry ready to write."""
+
+    decided: list[Decided]
+    telemetry: Gathering
+
+    @classmethod
+    def of(cls, decided: list[Decided]) -> Decoded:
+        batches = [d.batch for _, d in decided if isinstance(d, StoreTelemetry)]
+        return cls(decided, Gathering(batches))
+
 
 NO_LIVE_EVENTS = NoLiveEvents()
 DEFAULT_ALERTS = AlertSettings()
@@ -89,9 +109,16 @@ class IngestService:
         self._alerts = alerts
         self._clock = clock
         self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self._copies = False  # whether the store takes COPY text: learnt at the first commit
         self.stats = IngestStats()
-        self.alerting = AlertEngine(alerts)
-        self.rul = RulRefresher(sessions, rul_refresh_s, baseline_readings=alerts.baseline_readings)
+        self.alerting = AlertEngine(alerts, live=events.listening)
+        # More queued than one transaction takes: a backlog, which RUL fits wait for.
+        self.rul = RulRefresher(
+            sessions,
+            rul_refresh_s,
+            baseline_readings=alerts.baseline_readings,
+            busy=lambda: self.inbox.qsize() >= settings.batch_max_messages,
+        )
         # No sweep before ingest has run as long as a battery may be silent: after an outage of
         # ingest, the broker's backlog refreshes every battery's receive time first.
         self._sweep_from = time.monotonic() + alerts.communication_after_s
@@ -121,10 +148,10 @@ class IngestService:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode") as decoder:
                 upcoming = decoder.submit(self._next_batch)
                 while not stop.is_set():
-                    decided = upcoming.result()
+                    decoded = upcoming.result()
                     upcoming = decoder.submit(self._next_batch)
-                    if decided:
-                        self._process(decided, stop)
+                    if decoded.decided:
+                        self._process(decoded, stop)
                     self._maybe_sweep()
         finally:
             halt.set()
@@ -165,11 +192,16 @@ class IngestService:
             except queue.Empty:
                 return
 
-    def _next_batch(self) -> list[Decided]:
+    def _next_batch(self) -> Decoded:
         return self._decode(self._gather())
 
-    def _decode(self, messages: list[Inbound]) -> list[Decided]:
-        return [(m, decide(self._topics, m.topic, m.payload)) for m in messages]
+    def _decode(self, messages: list[Inbound]) -> Decoded:
+        """Decide each message; on PostgreSQL, work out the COPY texts too (CPU work, done
+        here in the decoding thread rather than in the storing one)."""
+        decoded = Decoded.of([(m, decide(self._topics, m.topic, m.payload)) for m in messages])
+        if self._copies:
+            decoded.telemetry.copy_texts()
+        return decoded
 
     def _gather(self) -> list[Inbound]:
         try:
@@ -187,11 +219,12 @@ class IngestService:
                 break
         return batch
 
-    def _process(self, decided: list[Decided], stop: threading.Event) -> None:
+    def _process(self, decoded: Decoded, stop: threading.Event) -> None:
+        decided = decoded.decided
         backoff = 0.5
         while True:
             try:
-                stats = self._commit(decided)
+                stats = self._commit(decoded)
             except SQLAlchemyError as exc:
                 if len(decided) == 1:
                     try:
@@ -214,7 +247,7 @@ class IngestService:
         """Each message alone, so one bad message cannot hold back the others."""
         for message, decision in decided:
             try:
-                self._commit([(message, decision)])
+                self._commit(Decoded.of([(message, decision)]))
             except SQLAlchemyError as exc:
                 try:
                     self._commit_quarantine(message, exc)
@@ -222,24 +255,22 @@ class IngestService:
                     return None
         return self.stats
 
-    def _commit(self, decided: list[Decided]) -> IngestStats:
+    def _commit(self, decoded: Decoded) -> IngestStats:
         """One transaction; the telemetry of all its messages is written in one go, then the
         alert engine judges the readings it stored; live events once it has committed."""
-        delta = IngestStats(messages=len(decided))
-        telemetry: list[TelemetryBatch] = []
+        delta = IngestStats(messages=len(decoded.decided))
         new: list[Reading] = []
         self._take_rul()
         self.alerting.begin()
         now = self._clock()
         try:
             with self._sessions() as session, session.begin():
-                for message, decision in decided:
-                    if isinstance(decision, StoreTelemetry):
-                        telemetry.append(decision.batch)
-                    else:
+                self._copies = session.get_bind().dialect.name == "postgresql"
+                for message, decision in decoded.decided:
+                    if not isinstance(decision, StoreTelemetry):
                         self._apply(session, message, decision, delta)
-                results = store_telemetry(session, telemetry, now)
-                for batch, result in zip(telemetry, results, strict=True):
+                results = store_telemetry(session, decoded.telemetry, now)
+                for batch, result in zip(decoded.telemetry.batches, results, strict=True):
                     delta.readings_inserted += result.inserted
                     delta.readings_duplicate += result.duplicates
                     if result.duplicates == 0:

@@ -89,6 +89,25 @@ class TelemetryResult:
     stored: tuple[bool, ...] = field(default=(), compare=False, repr=False)
 
 
+class Gathering:
+    """The telemetry messages of one ingest transaction, with the text their COPYs send worked
+    out beforehand: ingest's decoding thread does that while the storing thread waits on the
+    database for the transaction before."""
+
+    def __init__(self, batches: Sequence[TelemetryBatch]) -> None:
+        self.batches = batches
+        self.readings = [reading for batch in batches for reading in batch.readings]
+        self._texts: tuple[bytes, bytes] | None = None
+
+    def copy_texts(self) -> tuple[bytes, bytes]:
+        """The readings, and each battery's newest of them, in COPY's text format (worked out
+        at the first call)."""
+        if self._texts is None:
+            newest = copy_text(newest_readings(self.readings))
+            self._texts = (copy_text(self.readings), newest)
+        return self._texts
+
+
 @dataclass(frozen=True)
 class SequenceCounts:
     """An agent's outbox bookkeeping, as ``agent_sequences`` stores it."""
@@ -168,20 +187,24 @@ def copy_text(readings: Sequence[Reading]) -> bytes:
 
 
 def store_telemetry(
-    session: Session, batches: Sequence[TelemetryBatch], now: datetime | None = None
+    session: Session,
+    batches: Sequence[TelemetryBatch] | Gathering,
+    now: datetime | None = None,
 ) -> list[TelemetryResult]:
     """Store the readings of ``batches`` not yet stored, refresh latest readings, book each
     agent's sequence; one result per batch, as if the batches had been stored one by one."""
+    gathering = batches if isinstance(batches, Gathering) else Gathering(batches)
+    batches = gathering.batches
     if not batches:
         return []
     now = now or utc_now()
-    readings = [reading for batch in batches for reading in batch.readings]
     if session.get_bind().dialect.name == "postgresql":
-        inserted = _copy_readings(session, batches, readings)
-        _copy_latest(session, readings, now)
+        text, newest = gathering.copy_texts()
+        inserted = _copy_readings(session, batches, text)
+        _copy_latest(session, newest, now)
     else:
-        inserted = _insert_readings(session, batches, readings)
-        _update_latest(session, readings, now)
+        inserted = _insert_readings(session, batches, gathering.readings)
+        _update_latest(session, gathering.readings, now)
     _book_sequences(session, batches, inserted, now)
     return [
         TelemetryResult(
@@ -192,7 +215,7 @@ def store_telemetry(
 
 
 def _copy_readings(
-    session: Session, batches: Sequence[TelemetryBatch], readings: Sequence[Reading]
+    session: Session, batches: Sequence[TelemetryBatch], text: bytes
 ) -> list[list[bool]]:
     """PostgreSQL: which readings were stored. Usually every one is new, and one COPY straight
     into ``telemetry`` stores them, inside a savepoint; a key already there (or twice in the
@@ -202,7 +225,6 @@ def _copy_readings(
     Two workers COPYing overlapping keys may deadlock: the server breaks it by failing one
     COPY, which then takes the staging path and waits its turn there.
     """
-    text = copy_text(readings)
     try:
         with session.begin_nested():
             _copy(session.connection(), COPY_TELEMETRY, text)
@@ -215,7 +237,7 @@ def _copy_readings(
     connection.exec_driver_sql(CREATE_STAGING)
     _copy(connection, COPY_STAGING, text)
     result = connection.exec_driver_sql(MOVE_STAGING)
-    if result.rowcount == len(readings):
+    if result.rowcount == sum(len(batch.readings) for batch in batches):
         return [[True] * len(batch.readings) for batch in batches]
     return stored_by(batches, {(battery_id, ts) for battery_id, ts in result})
 
@@ -246,12 +268,12 @@ def _insert_readings(
     return stored_by(batches, {(b, ts) for b, ts in session.execute(statement, rows)})
 
 
-def _copy_latest(session: Session, readings: Iterable[Reading], now: datetime) -> None:
-    """PostgreSQL: each battery's newest reading replaces the stored one where it is newer,
-    through the staging table (a tenth of the cost of the multi-row upsert SQLite gets)."""
+def _copy_latest(session: Session, newest: bytes, now: datetime) -> None:
+    """PostgreSQL: each battery's ``newest`` reading (COPY text) replaces the stored one where
+    it is newer, through the staging table (a tenth of the cost of the multi-row upsert)."""
     connection = session.connection()
     connection.exec_driver_sql(CREATE_STAGING)
-    _copy(connection, COPY_STAGING, copy_text(newest_readings(readings)))
+    _copy(connection, COPY_STAGING, newest)
     connection.exec_driver_sql(MOVE_LATEST, {"now": now})
 
 

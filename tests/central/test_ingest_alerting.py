@@ -353,6 +353,7 @@ def test_events_nobody_can_hear_are_not_built(harness):
     """Ingest without a live feed (no message queue) builds no events, yet still raises the
     alert: the engine leaves out only what it would have told."""
     harness.events.listening = False
+    harness.restart()
     harness.at(0)
     harness.at(1, temperature=47.0)
     assert harness.events.calls == []

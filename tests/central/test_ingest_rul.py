@@ -126,6 +126,55 @@ def test_each_battery_is_refreshed_at_most_every_refresh_s(sessions):
     assert refresher.due() == ["BAT-A", "BAT-B"]
 
 
+class CountingRefresher(RulRefresher):
+    """Records each battery refreshed instead of fitting it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.refreshed: list[str] = []
+
+    def refresh(self, battery_id: str) -> None:
+        with self._lock:
+            self._noted.pop(battery_id, None)
+            self._last[battery_id] = self._clock()
+        self.refreshed.append(battery_id)
+
+
+def _eventually(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_fits_wait_while_ingest_works_through_a_backlog_but_not_forever(sessions):
+    """The refresher checks for due batteries every refresh_s / 10 of real time (0.5 s here);
+    its own clock, which the test moves, judges refresh_s."""
+    now = [0.0]
+    busy = [True]
+    refresher = CountingRefresher(sessions, 5, clock=lambda: now[0], busy=lambda: busy[0])
+    stop = threading.Event()
+    worker = threading.Thread(target=refresher.run, args=(stop,))
+    worker.start()
+    try:
+        refresher.note(["BAT-A"])
+        time.sleep(1.0)  # due at once, but busy all along
+        assert refresher.refreshed == []
+        busy[0] = False
+        _eventually(lambda: refresher.refreshed == ["BAT-A"], "not refreshed once idle")
+        busy[0] = True
+        now[0] = 5.0
+        refresher.note(["BAT-A"])
+        time.sleep(1.0)  # the refresher has found it due and has waited since
+        assert refresher.refreshed == ["BAT-A"]
+        now[0] = 10.0  # busy for refresh_s: the fit waits no longer
+        _eventually(lambda: refresher.refreshed == ["BAT-A", "BAT-A"], "starved by a backlog")
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not worker.is_alive()
+
+
 class FakeEstimator:
     """RUL of ``days``, as of the newest reading: the lifecycle without a year of history."""
 
