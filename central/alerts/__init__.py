@@ -43,6 +43,7 @@ from central.alerts.rules import (
     baseline,
     evaluate,
     evaluate_communication,
+    newest_reading,
     renewed_baseline,
 )
 from central.alerts.thresholds import AlertSettings, AlertThresholds
@@ -66,5 +67,6 @@ __all__ = [
     "evaluate_communication",
     "make_alert_id",
     "manually_resolved",
+    "newest_reading",
     "renewed_baseline",
 ]

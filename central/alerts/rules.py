@@ -170,7 +170,7 @@ def evaluate(
     store); ``thresholds`` are ``AlertSettings.for_model(model)`` of the battery's model.
     """
     conditions: list[Condition] = []
-    newest = _newest(readings)
+    newest = newest_reading(readings)
     latest_v = _latest(readings, newest, lambda r: r.voltage)
     if latest_v is not None:
         reading, volts = latest_v
@@ -382,7 +382,7 @@ def _condition(
     )
 
 
-def _newest(readings: Sequence[ReadingLike]) -> ReadingLike | None:
+def newest_reading(readings: Sequence[ReadingLike]) -> ReadingLike | None:
     """The reading with the greatest ``ts``; of several, the last."""
     newest = None
     for reading in readings:
@@ -397,7 +397,7 @@ def _latest(
     value_of: Callable[[ReadingLike], float | None],
 ) -> tuple[ReadingLike, float] | None:
     """The latest reading with a non-null value, and that value; of several at the latest
-    time, the last. Usually ``newest`` (from ``_newest``) has the value: one scan serves all
+    time, the last. Usually ``newest`` (from ``newest_reading``) has the value: one scan serves all
     measurements."""
     if newest is not None:
         value = value_of(newest)

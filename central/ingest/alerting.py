@@ -54,6 +54,7 @@ from central.alerts import (
     evaluate,
     evaluate_communication,
     manually_resolved,
+    newest_reading,
 )
 from central.battery_status import Status, battery_status, worst_severity
 from central.db.models import Alert
@@ -284,7 +285,7 @@ class AlertEngine:
             for reading in in_order[-LIVE_READINGS_PER_BATCH:]:
                 self._pending.append(_telemetry_update(tracked.location_id, reading))
         else:
-            newest = max(group, key=_TS)
+            newest = newest_reading(group)
         if tracked.latest_ts is None or newest.ts > tracked.latest_ts:
             tracked.latest_ts, tracked.soh_pct = newest.ts, newest.soh_pct
         context = BatteryContext(baseline_resistance_ohm=tracked.baseline_ohm)
