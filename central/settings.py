@@ -51,7 +51,11 @@ class IngestSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_max_messages: int = Field(50, ge=1, le=10_000)
+    # A backlog of agents' 500-reading messages stores ~20 % more per second in transactions of
+    # 100 than of 50 (the alert engine judges each battery once per transaction); the byte
+    # bound keeps a transaction of the largest messages (3 MB each) in memory's reach.
+    batch_max_messages: int = Field(100, ge=1, le=10_000)
+    batch_max_bytes: int = Field(16 * 1024 * 1024, ge=1)
     # How long the first message of a transaction waits for company: bounds live latency (a
     # backlog fills batch_max_messages at once, so throughput does not need a long wait).
     batch_max_wait_s: float = Field(0.02, gt=0, le=10)

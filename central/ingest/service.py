@@ -204,12 +204,17 @@ class IngestService:
         return decoded
 
     def _gather(self) -> list[Inbound]:
+        """The next transaction's messages: up to ``batch_max_messages`` or ``batch_max_bytes``
+        of payload (the message that reaches it included), whatever arrives within
+        ``batch_max_wait_s`` of the first."""
+        settings = self._settings
         try:
-            batch = [self.inbox.get(timeout=self._settings.batch_max_wait_s)]
+            batch = [self.inbox.get(timeout=settings.batch_max_wait_s)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + self._settings.batch_max_wait_s
-        while len(batch) < self._settings.batch_max_messages:
+        size = len(batch[0].payload)
+        deadline = time.monotonic() + settings.batch_max_wait_s
+        while len(batch) < settings.batch_max_messages and size < settings.batch_max_bytes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -217,6 +222,7 @@ class IngestService:
                 batch.append(self.inbox.get(timeout=remaining))
             except queue.Empty:
                 break
+            size += len(batch[-1].payload)
         return batch
 
     def _process(self, decoded: Decoded, stop: threading.Event) -> None:

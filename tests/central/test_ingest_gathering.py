@@ -141,3 +141,19 @@ def test_state_events_and_junk_share_the_gathering_with_telemetry(sessions):
         assert (site.site_id, site.status, site.ts) == (SITE, "online", T0)
         assert session.scalars(select(SiteEvent.kind)).all() == ["communication_lost"]
         assert session.scalar(select(func.count()).select_from(QuarantinedMessage)) == 1
+
+
+@pytest.mark.parametrize(
+    ("limits", "transactions"),
+    [
+        ({"batch_max_messages": 2}, 3),  # 2 + 2 + 1 messages
+        ({"batch_max_bytes": 1}, 5),  # each message reaches the bound alone
+        ({}, 1),
+    ],
+)
+def test_a_transaction_takes_messages_up_to_its_count_or_bytes(sessions, limits, transactions):
+    service = IngestService(sessions, TOPICS, IngestSettings(**limits))
+    backlog = [(TOPICS.telemetry(SITE), telemetry(1 + 10 * i, 10)) for i in range(5)]
+    assert ingest(service, backlog) == [0, 1, 2, 3, 4]
+    assert sessions.opened == transactions
+    assert service.stats.readings_inserted == 50
