@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 from central.alerts.thresholds import AlertSettings, AlertThresholds
@@ -62,6 +63,7 @@ class Severity(StrEnum):
         return _RANK[self]
 
 
+_TS = attrgetter("ts")
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
@@ -383,12 +385,9 @@ def _condition(
 
 
 def newest_reading(readings: Sequence[ReadingLike]) -> ReadingLike | None:
-    """The reading with the greatest ``ts``; of several, the last."""
-    newest = None
-    for reading in readings:
-        if newest is None or reading.ts >= newest.ts:
-            newest = reading
-    return newest
+    """The reading with the greatest ``ts``; of several, the last (``max`` keeps the first it
+    meets, and meets them in reverse)."""
+    return max(reversed(readings), key=_TS, default=None)
 
 
 def _latest(

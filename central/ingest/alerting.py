@@ -31,7 +31,7 @@ into ``manually_resolved``. At load, each type's alert resolved within ``rearm_s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from operator import attrgetter
@@ -177,11 +177,10 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ entry points
 
-    def on_readings(self, session: Session, readings: Sequence[Reading], now: datetime) -> None:
-        """The batch's newly stored ``readings``: live updates, then each battery's rules."""
-        grouped: dict[str, list[Reading]] = {}
-        for reading in readings:
-            grouped.setdefault(reading.battery_id, []).append(reading)
+    def on_readings(
+        self, session: Session, grouped: Mapping[str, list[Reading]], now: datetime
+    ) -> None:
+        """The batch's newly stored readings, per battery: live updates, then its rules."""
         self._track(session, list(grouped), now)
         self._reconcile(session, grouped)
         self._baselines(session, grouped, now)
@@ -294,7 +293,7 @@ class AlertEngine:
             self._decide(session, battery_id, tracked, condition)
 
     def _baselines(
-        self, session: Session, grouped: dict[str, list[Reading]], now: datetime
+        self, session: Session, grouped: Mapping[str, list[Reading]], now: datetime
     ) -> None:
         """Count the valid resistances of blocks without a baseline until there are enough, then
         take the median of the store's first ones (the batch is stored already) and keep it."""

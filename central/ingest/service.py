@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +42,9 @@ from central.ingest.process import (
 from central.ingest.rul_refresh import RUL_REFRESH_S, RulRefresher
 from central.ingest.store import (
     Gathering,
+    Grouped,
+    TelemetryResult,
+    by_battery,
     quarantine,
     record_events,
     record_state,
@@ -49,7 +52,7 @@ from central.ingest.store import (
 )
 from central.live_events import LiveEvents, NoLiveEvents
 from central.settings import IngestSettings
-from common.schemas import AgentStatus, Reading
+from common.schemas import AgentStatus, TelemetryBatch
 from common.timeutil import utc_now
 from common.topics import Topics
 
@@ -199,8 +202,7 @@ class IngestService:
         """Decide each message; on PostgreSQL, work out the COPY texts too (CPU work, done
         here in the decoding thread rather than in the storing one)."""
         decoded = Decoded.of([(m, decide(self._topics, m.topic, m.payload)) for m in messages])
-        if self._copies:
-            decoded.telemetry.copy_texts()
+        decoded.telemetry.prepare(copy=self._copies)
         return decoded
 
     def _gather(self) -> list[Inbound]:
@@ -265,7 +267,6 @@ class IngestService:
         """One transaction; the telemetry of all its messages is written in one go, then the
         alert engine judges the readings it stored; live events once it has committed."""
         delta = IngestStats(messages=len(decoded.decided))
-        new: list[Reading] = []
         self._take_rul()
         self.alerting.begin()
         now = self._clock()
@@ -276,23 +277,18 @@ class IngestService:
                     if not isinstance(decision, StoreTelemetry):
                         self._apply(session, message, decision, delta)
                 results = store_telemetry(session, decoded.telemetry, now)
-                for batch, result in zip(decoded.telemetry.batches, results, strict=True):
-                    delta.readings_inserted += result.inserted
-                    delta.readings_duplicate += result.duplicates
-                    if result.duplicates == 0:
-                        new.extend(batch.readings)
-                    else:
-                        new.extend(
-                            r
-                            for r, stored in zip(batch.readings, result.stored, strict=True)
-                            if stored
-                        )
+                delta.readings_inserted = sum(result.inserted for result in results)
+                delta.readings_duplicate = sum(result.duplicates for result in results)
+                if delta.readings_duplicate:
+                    new = _stored(decoded.telemetry.batches, results)
+                else:
+                    new = decoded.telemetry.groups()
                 self.alerting.on_readings(session, new, now)
         except BaseException:
             self.alerting.rollback()
             raise
         self.alerting.commit(self._events)
-        self.rul.note({reading.battery_id for reading in new})
+        self.rul.note(new.keys())
         self._add(delta)
         return self.stats
 
@@ -335,3 +331,13 @@ class IngestService:
     def _add(self, delta: IngestStats) -> None:
         for name, value in vars(delta).items():
             setattr(self.stats, name, getattr(self.stats, name) + value)
+
+
+def _stored(batches: Sequence[TelemetryBatch], results: Sequence[TelemetryResult]) -> Grouped:
+    """The readings ``batches`` stored, per battery (``results`` tell which)."""
+    return by_battery(
+        reading
+        for batch, result in zip(batches, results, strict=True)
+        for reading, stored in zip(batch.readings, result.stored, strict=True)
+        if stored
+    )

@@ -14,7 +14,7 @@ reading once, and the keys that come back tell which readings were new.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
@@ -39,6 +39,7 @@ from common.timeutil import utc_now
 from common.units import MEASUREMENTS
 
 Key = tuple[str, datetime]
+Grouped = dict[str, list[Reading]]
 
 COLUMNS = ("battery_id", "ts", *MEASUREMENTS)
 STAGING = "telemetry_staging"
@@ -76,6 +77,7 @@ WHERE battery_latest.ts < excluded.ts
 COPY_BUFFER_BYTES = 1 << 20
 NULL = b"\\N"
 _ROW = attrgetter(*COLUMNS)
+_TS = attrgetter("ts")
 _COMMA_TO_TAB = bytes.maketrans(b",", b"\t")
 
 
@@ -97,14 +99,27 @@ class Gathering:
     def __init__(self, batches: Sequence[TelemetryBatch]) -> None:
         self.batches = batches
         self.readings = [reading for batch in batches for reading in batch.readings]
+        self._groups: Grouped | None = None
         self._texts: tuple[bytes, bytes] | None = None
 
+    def prepare(self, *, copy: bool) -> None:
+        """Work out now what storing will need: the groups, and with ``copy`` the COPY texts."""
+        if copy:
+            self.copy_texts()
+        else:
+            self.groups()
+
+    def groups(self) -> Grouped:
+        """The readings per battery (``by_battery``), worked out at the first call."""
+        if self._groups is None:
+            self._groups = by_battery(self.readings)
+        return self._groups
+
     def copy_texts(self) -> tuple[bytes, bytes]:
-        """The readings, and each battery's newest of them, in COPY's text format (worked out
-        at the first call)."""
+        """The readings, and each battery's newest of them, in COPY's text format, worked out
+        at the first call."""
         if self._texts is None:
-            newest = copy_text(newest_readings(self.readings))
-            self._texts = (copy_text(self.readings), newest)
+            self._texts = (copy_text(self.readings), copy_text(newest_of(self.groups())))
         return self._texts
 
 
@@ -138,14 +153,27 @@ def stored_by(batches: Iterable[TelemetryBatch], new_keys: set[Key]) -> list[lis
     return result
 
 
-def newest_readings(readings: Iterable[Reading]) -> list[Reading]:
-    """Each battery's newest reading, in battery order (one lock order for every worker)."""
-    newest: dict[str, Reading] = {}
+def by_battery(readings: Iterable[Reading]) -> dict[str, list[Reading]]:
+    """The readings of each battery, in delivery order."""
+    groups: dict[str, list[Reading]] = {}
     for reading in readings:
-        held = newest.get(reading.battery_id)
-        if held is None or reading.ts > held.ts:
-            newest[reading.battery_id] = reading
-    return [newest[battery] for battery in sorted(newest)]
+        group = groups.get(reading.battery_id)
+        if group is None:
+            groups[reading.battery_id] = [reading]
+        else:
+            group.append(reading)
+    return groups
+
+
+def newest_of(groups: Mapping[str, Sequence[Reading]]) -> list[Reading]:
+    """Each battery's newest reading, of several at its time the first (as telemetry keeps
+    the first), in battery order (one lock order for every worker)."""
+    return [max(groups[battery], key=_TS) for battery in sorted(groups)]
+
+
+def newest_readings(readings: Iterable[Reading]) -> list[Reading]:
+    """``newest_of`` the readings grouped ``by_battery``."""
+    return newest_of(by_battery(readings))
 
 
 def book(counts: SequenceCounts, batch: TelemetryBatch, inserted: Sequence[bool]) -> SequenceCounts:
@@ -204,7 +232,7 @@ def store_telemetry(
         _copy_latest(session, newest, now)
     else:
         inserted = _insert_readings(session, batches, gathering.readings)
-        _update_latest(session, gathering.readings, now)
+        _update_latest(session, newest_of(gathering.groups()), now)
     _book_sequences(session, batches, inserted, now)
     return [
         TelemetryResult(
@@ -277,8 +305,8 @@ def _copy_latest(session: Session, newest: bytes, now: datetime) -> None:
     connection.exec_driver_sql(MOVE_LATEST, {"now": now})
 
 
-def _update_latest(session: Session, readings: Iterable[Reading], now: datetime) -> None:
-    """SQLite: upsert each battery's newest reading, only where it is newer than the stored one.
+def _update_latest(session: Session, newest: Sequence[Reading], now: datetime) -> None:
+    """SQLite: upsert each battery's ``newest`` reading where it is newer than the stored one.
 
     A Core insert of the table, with a RETURNING clause for its side effect: SQLAlchemy sends
     an ON CONFLICT DO UPDATE executemany as multi-row statements only when it returns rows (else
@@ -291,7 +319,7 @@ def _update_latest(session: Session, readings: Iterable[Reading], now: datetime)
             set_={c: statement.excluded[c] for c in (*COLUMNS[1:], "updated_at")},
             where=BatteryLatest.ts < statement.excluded.ts,
         ).returning(BatteryLatest.battery_id),
-        [{**r.model_dump(), "updated_at": now} for r in newest_readings(readings)],
+        [{**r.model_dump(), "updated_at": now} for r in newest],
     )
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from central.ingest.store import SequenceCounts, book, copy_text, newest_readings, stored_by
+from central.ingest.store import (
+    SequenceCounts,
+    book,
+    by_battery,
+    copy_text,
+    newest_readings,
+    stored_by,
+)
 from common import ids
 from common.schemas import Reading, TelemetryBatch
 from common.units import MEASUREMENTS
@@ -59,6 +66,14 @@ def test_readings_at_or_below_the_highest_not_new_are_redeliveries():
 def test_newest_reading_per_battery_in_battery_order():
     readings = [reading(B2, 1), reading(B1, 3), reading(B1, 2), reading(B2, 1, voltage=12.0)]
     assert newest_readings(readings) == [readings[1], readings[0]]
+
+
+def test_readings_by_battery_keep_their_delivery_order():
+    readings = [reading(B2, 5), reading(B1, 3), reading(B2, 1), reading(B1, 4)]
+    assert by_battery(readings) == {
+        B2: [readings[0], readings[2]],
+        B1: [readings[1], readings[3]],
+    }
 
 
 def test_copy_text_keeps_utc_nulls_and_exact_floats():
