@@ -30,7 +30,7 @@ import warnings
 from abc import ABC, abstractmethod
 from array import array
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -1229,8 +1229,15 @@ class MatContents:
 
 
 @contextmanager
-def open_mat(path: Path, budget: Budget | None = None) -> Iterator[MatContents]:
-    """The file's variables, valid until the context exits (v5 and v7.3 stay open until then)."""
+def open_mat(
+    path: Path, budget: Budget | None = None, *, scratch: BinaryIO | None = None
+) -> Iterator[MatContents]:
+    """The file's variables, valid until the context exits (v5 and v7.3 stay open until then).
+
+    ``scratch``: a file the inflated v5 image may be written over (its earlier contents are
+    cut off after the image), for a caller that reads file after file; None: a temporary file.
+    Rewriting a file's pages costs a fifth of writing as many to a new file.
+    """
     budget = budget or Budget()
     with reading("the file"), path.open("rb") as fh:
         size = fh.seek(0, 2)
@@ -1245,7 +1252,7 @@ def open_mat(path: Path, budget: Budget | None = None) -> Iterator[MatContents]:
     if version is MatVersion.V4:
         yield contents
     elif version is MatVersion.V5:
-        with _open_v5(path, byte_order, budget) as contents:
+        with _open_v5(path, byte_order, budget, scratch) as contents:
             yield contents
     else:
         with _open_v73(path, budget) as contents:
@@ -1253,10 +1260,18 @@ def open_mat(path: Path, budget: Budget | None = None) -> Iterator[MatContents]:
 
 
 @contextmanager
-def _open_v5(path: Path, byte_order: str, budget: Budget) -> Iterator[MatContents]:
-    with tempfile.TemporaryFile() as image_file:
+def _open_v5(
+    path: Path, byte_order: str, budget: Budget, scratch: BinaryIO | None
+) -> Iterator[MatContents]:
+    with ExitStack() as stack:
+        if scratch is None:
+            image_file = stack.enter_context(tempfile.TemporaryFile())
+        else:
+            image_file = scratch
+            image_file.seek(0)
         with reading("the file"), path.open("rb") as fh:
             matrices = _write_image(fh, fh.seek(0, 2), byte_order, budget, image_file)
+            image_file.truncate()  # what an earlier, longer image left after this one
             image_file.flush()
             image = _V5Image(image_file, byte_order, budget)
         try:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from central.research import generic, nasa, severson
 from central.research.cells import InvalidMatFileError, Layout, ParsedCell
@@ -79,12 +80,14 @@ def open_research_file(
     *,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
     max_array_bytes: int = MAX_ARRAY_BYTES,
+    scratch: BinaryIO | None = None,
 ) -> Iterator[list[ParsedCell]]:
     """Sniff, open and recognise ``path``; the cells' cycles are readable until the block ends.
 
     Raises InvalidMatFileError for anything unusable, on entry or while cycles are read. An upload's
-    own nominal capacity overrides the layout's: the caller applies it.
+    own nominal capacity overrides the layout's: the caller applies it. ``scratch``: as
+    ``open_mat`` takes it.
     """
     budget = Budget(max_decompressed_bytes=max_decompressed_bytes, max_array_bytes=max_array_bytes)
-    with open_mat(path, budget) as contents:
+    with open_mat(path, budget, scratch=scratch) as contents:
         yield cells_from_variables(contents.variables, contents.warnings)

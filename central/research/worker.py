@@ -33,6 +33,7 @@ import os
 import queue
 import resource
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
 
@@ -74,6 +75,9 @@ _EXIT_WAIT_S = 1.0
 # forkserver's).
 READER_JOBS = 50
 IDLE_READERS = 1
+# A reader writes each v5 image over the last one's file (``open_mat``'s scratch); a file grown
+# past this is emptied after its upload, so an idle reader holds little disk.
+SCRATCH_KEPT_BYTES = 64 * 2**20
 
 
 class _Popen(popen_forkserver.Popen):
@@ -398,13 +402,15 @@ def _serve(connection: Connection, jobs: int) -> None:
     """A reader's life: one upload after another, until the server closes the connection, the
     reader has served ``jobs``, or an upload left it unfit to read another."""
     _, ceiling = resource.getrlimit(resource.RLIMIT_AS)
-    with connection:
+    with connection, tempfile.TemporaryFile() as scratch:
         for served in range(1, jobs + 1):
             try:
                 job = connection.recv()  # from the server: trusted
             except EOFError:
                 return
-            kind, fields, fit = _answer(connection, job, ceiling)
+            kind, fields, fit = _answer(connection, job, ceiling, scratch)
+            if scratch.seek(0, os.SEEK_END) > SCRATCH_KEPT_BYTES:
+                scratch.truncate(0)
             last = not fit or served == jobs
             try:
                 _send(connection, kind, {**fields, "last": last})  # the answer comes last
@@ -414,7 +420,9 @@ def _serve(connection: Connection, jobs: int) -> None:
                 return
 
 
-def _answer(connection: Connection, job: _Job, ceiling: int) -> tuple[str, dict[str, Any], bool]:
+def _answer(
+    connection: Connection, job: _Job, ceiling: int, scratch: BinaryIO
+) -> tuple[str, dict[str, Any], bool]:
     """Read one upload, sending its rows: the answer, and whether this reader may read another.
 
     The memory limit covers this upload alone; it is lifted again between uploads.
@@ -426,7 +434,7 @@ def _answer(connection: Connection, job: _Job, ceiling: int) -> tuple[str, dict[
     rss_start = _lower_peak_rss()
     fit = True
     try:
-        _read(outbox.put, job)
+        _read(outbox.put, job, scratch)
         if (failure := outbox.close()) is not None:
             raise failure
         kind, fields = (
@@ -449,11 +457,11 @@ def _answer(connection: Connection, job: _Job, ceiling: int) -> tuple[str, dict[
     return kind, fields, fit
 
 
-def _read(send: Send, job: _Job) -> None:
+def _read(send: Send, job: _Job, scratch: BinaryIO) -> None:
     """Read every cell and send its rows, one cell's arrays in memory at a time."""
     limits = job.limits
     with open_research_file(
-        Path(job.path), max_decompressed_bytes=limits.max_decompressed_bytes
+        Path(job.path), max_decompressed_bytes=limits.max_decompressed_bytes, scratch=scratch
     ) as cells:
         for position, cell in enumerate(cells, start=1):
             record = cell_record(

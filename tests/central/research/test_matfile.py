@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import tempfile
 import zlib
 
 import h5py
@@ -484,3 +485,24 @@ def test_hdf5_reference_to_neither_an_array_nor_a_struct_is_refused(tmp_path):
         with pytest.raises(InvalidMatFileError) as caught:
             cells.cell(1)
     assert caught.value.issues == ["c{2}: a reference to neither an array nor a struct"]
+
+
+def test_a_scratch_file_holds_each_image_and_nothing_of_a_longer_one_before(tmp_path):
+    """A reader writes image after image over one scratch file: the second, shorter one reads
+    as it does from a file of its own, and no byte of the first is left after it."""
+    long, short = tmp_path / "long.mat", tmp_path / "short.mat"
+    scipy.io.savemat(long, {"v": np.arange(5000.0), "w": "first"}, do_compression=True)
+    scipy.io.savemat(short, {"v": np.array([[7.5, 8.5]])}, do_compression=True)
+    with tempfile.TemporaryFile() as scratch:
+        with open_mat(long, scratch=scratch) as contents:
+            assert _values(contents.variables["w"]) == "first"
+        long_image = scratch.seek(0, os.SEEK_END)
+        with open_mat(short, scratch=scratch) as contents:
+            assert {n: _values(v) for n, v in contents.variables.items()} == {"v": [7.5, 8.5]}
+        short_image = scratch.seek(0, os.SEEK_END)
+        with tempfile.TemporaryFile() as alone:
+            with open_mat(short, scratch=alone):
+                assert short_image == alone.seek(0, os.SEEK_END) < long_image
+            scratch.seek(0)
+            alone.seek(0)
+            assert scratch.read() == alone.read()
