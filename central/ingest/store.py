@@ -4,11 +4,14 @@ the caller commits.
 
 The telemetry of all the messages of one ingest transaction is written together, as if the
 messages had been stored one after another: each ``(battery_id, ts)`` once, its first occurrence.
-On PostgreSQL one COPY into a staging table and one statement that moves the rows on (COPY is
-the bulk path LIBRARY-NOTES measured at several times the speed of an INSERT); on SQLite
-multi-row inserts. Either way readings go in, in delivery order, with ``INSERT ... ON CONFLICT DO
-NOTHING RETURNING``, so a redelivered batch, or two workers racing on the same batch, store each
-reading once, and the keys that come back tell which readings were new.
+
+On PostgreSQL the readings go in through COPY (the bulk path LIBRARY-NOTES measured at several
+times the speed of an INSERT), in delivery order. Usually every reading is new, and one COPY
+straight into ``telemetry`` does it. A key already stored, or twice in the transaction, fails
+that COPY (inside a savepoint); the readings then go through a staging table and ``INSERT ... ON
+CONFLICT DO NOTHING RETURNING``, whose keys tell which readings were new. On SQLite multi-row
+inserts of that kind take every transaction. Either way a redelivered batch, or two workers
+racing on the same batch, store each reading once.
 """
 
 from __future__ import annotations

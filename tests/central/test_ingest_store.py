@@ -200,6 +200,40 @@ def test_of_two_readings_with_one_key_in_one_gathering_the_first_is_kept(session
     assert session.scalars(select(BatteryLatest.voltage)).all() == [13.1]
 
 
+def test_batteries_interleaved_with_a_key_twice_keep_the_first_delivered(session):
+    """The key seen twice keeps its first delivery, and each message is told which of its
+    readings it stored, whatever the other battery's readings between them."""
+    one, two = ids.battery_id(SITE, 1, 1, 1), ids.battery_id(SITE, 1, 1, 2)
+
+    def message(seq: int, *readings: tuple[str, int, float]) -> TelemetryBatch:
+        return TelemetryBatch(
+            site_id=SITE,
+            agent_id="agent-1",
+            seq_first=seq,
+            seq_last=seq + len(readings) - 1,
+            readings=[
+                Reading(battery_id=b, ts=T0 + timedelta(minutes=m), voltage=v)
+                for b, m, v in readings
+            ],
+        )
+
+    results = store_telemetry(
+        session,
+        [
+            message(1, (two, 1, 13.1), (one, 1, 13.2)),
+            message(3, (one, 2, 13.3), (two, 1, 12.0), (one, 3, 13.4)),
+        ],
+    )
+    session.commit()
+    assert [r.stored for r in results] == [(True, True), (True, False, True)]
+    rows = session.execute(
+        select(Telemetry.battery_id, Telemetry.ts, Telemetry.voltage).order_by(
+            Telemetry.battery_id, Telemetry.ts
+        )
+    ).all()
+    assert [(b, v) for b, _, v in rows] == [(one, 13.2), (one, 13.3), (one, 13.4), (two, 13.1)]
+
+
 def test_latest_reading_is_the_newest_of_the_whole_gathering(session):
     store_telemetry(session, [batch(1, 2, start=5, voltage=13.1), batch(3, 2, voltage=12.9)])
     session.commit()

@@ -10,10 +10,16 @@ Ingest is timed from a backlog, as after an outage: the messages are published w
 ``battery-central ingest`` is stopped, so they queue in its persistent session. Two clocks:
 from the first commit to the last (the rate from broker to committed rows, compared with COPY
 against the reach), and from starting the process (its start-up of about 0.7 s included: the
-interpreter, imports, the schema check, connecting) until the last row is committed. Progress is
-polled on ``agent_sequences``, which each ingest transaction updates with its telemetry, so
-polling costs the server nothing like a ``count(*)`` of the growing table; the count is checked
-once at the end.
+interpreter, imports, the schema check, connecting) until the last row is committed.
+
+COPY is timed twice: the rows as delivered (each message cycles through its site's batteries),
+which the reach is judged against, and the same rows battery by battery, which the server
+COPYs much faster (one battery's rows land on the same pages of the key). Ingest COPYs rows as
+delivered: grouping them per battery cost its decoding thread more than it saved the server.
+
+Progress is polled on ``agent_sequences``, which each ingest transaction updates with its
+telemetry, so polling costs the server nothing like a ``count(*)`` of the growing table; the
+count is checked once at the end.
 """
 
 from __future__ import annotations
@@ -109,15 +115,29 @@ def site_backlog(site: str, start: datetime, rng: random.Random) -> list[Telemet
     ]
 
 
-def make_backlog() -> tuple[list[tuple[str, bytes]], str, dict[str, int]]:
-    """The messages (sites taking turns), the same rows in COPY text, each agent's last seq."""
+@dataclass(frozen=True)
+class Backlog:
+    messages: list[tuple[str, bytes]]  # (topic, payload), the sites taking turns
+    rows: str  # the same readings in COPY text, as delivered
+    rows_by_battery: str  # battery by battery, as delivered within each
+    last_seq: dict[str, int]  # each agent's last sequence number
+
+
+def make_backlog() -> Backlog:
     rng = random.Random(1)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
     per_site = [site_backlog(site, start, rng) for site in SITES]
     interleaved = [batch for turn in zip(*per_site, strict=True) for batch in turn]
-    messages = [(TOPICS.telemetry(b.site_id), encode(b)) for b in interleaved]
-    rows = "".join(copy_line(r) for b in interleaved for r in b.readings)
-    return messages, rows, {b[-1].agent_id: b[-1].seq_last for b in per_site}
+    readings = [r for b in interleaved for r in b.readings]
+    by_battery: dict[str, list[Reading]] = {}
+    for reading in readings:
+        by_battery.setdefault(reading.battery_id, []).append(reading)
+    return Backlog(
+        messages=[(TOPICS.telemetry(b.site_id), encode(b)) for b in interleaved],
+        rows="".join(map(copy_line, readings)),
+        rows_by_battery="".join(copy_line(r) for group in by_battery.values() for r in group),
+        last_seq={b[-1].agent_id: b[-1].seq_last for b in per_site},
+    )
 
 
 @dataclass(frozen=True)
@@ -308,28 +328,33 @@ def measure_copy(rows: str) -> float:
 
 
 def main() -> None:
-    messages, rows, last_seq = make_backlog()
-    ingests = [measure_ingest(messages, last_seq) for _ in range(RUNS)]
-    copies = [measure_copy(rows) for _ in range(RUNS)]
+    backlog = make_backlog()
+    ingests = [measure_ingest(backlog.messages, backlog.last_seq) for _ in range(RUNS)]
+    copies = [measure_copy(backlog.rows) for _ in range(RUNS)]
+    grouped_copies = [measure_copy(backlog.rows_by_battery) for _ in range(RUNS)]
     ingest_rate = statistics.median(READINGS / i.seconds for i in ingests)
     first_commit = statistics.median(i.first_commit_s for i in ingests)
     steady_rate = statistics.median(i.steady_rate for i in ingests)
     cpu_ms = statistics.median(i.cpu_s for i in ingests) * 1e6 / READINGS
     copy_rate = statistics.median(READINGS / c for c in copies)
+    grouped_rate = statistics.median(READINGS / c for c in grouped_copies)
     print(
         f"medians of {RUNS} runs: {READINGS:,} readings in messages of {PER_MESSAGE}, "
         f"{len(SITES)} sites (one agent each), PostgreSQL at {PG_SERVER_URL.split('@')[-1]}"
     )
     print("ingest of a backlog queued while it was stopped:")
-    print(f"  readings/s, first to last commit   {steady_rate:10,.0f}   (target: >= 50,000)")
-    print(f"  readings/s, process start to last  {ingest_rate:10,.0f}")
-    print(f"  process start to first commit      {first_commit:10.2f} s")
-    print(f"  ingest CPU per 1,000 (all of it)   {cpu_ms:10.1f} ms")
+    print(f"  readings/s, first to last commit     {steady_rate:10,.0f}   (target: >= 50,000)")
+    print(f"  readings/s, process start to last    {ingest_rate:10,.0f}")
+    print(f"  process start to first commit        {first_commit:10.2f} s")
+    print(f"  ingest CPU per 1,000 (all of it)     {cpu_ms:10.1f} ms")
     print("raw COPY of the same rows from memory into a fresh telemetry table, committed:")
-    print(f"  readings/s                         {copy_rate:10,.0f}")
-    ratio = steady_rate / copy_rate
-    print(f"ingest / COPY, first to last commit  {ratio:10.2f}   (target: >= 0.50)")
-    print(f"ingest / COPY, from process start    {ingest_rate / copy_rate:10.2f}")
+    print(f"  readings/s, rows as delivered        {copy_rate:10,.0f}")
+    print(f"  readings/s, battery by battery       {grouped_rate:10,.0f}")
+    delivered, grouped = steady_rate / copy_rate, steady_rate / grouped_rate
+    print("ingest / COPY, first to last commit:")
+    print(f"  against rows as delivered            {delivered:10.2f}   (target: >= 0.50)")
+    print(f"  against battery by battery           {grouped:10.2f}")
+    print(f"ingest / COPY as delivered, from process start {ingest_rate / copy_rate:6.2f}")
 
 
 if __name__ == "__main__":
