@@ -10,6 +10,7 @@ from central.ingest.store import (
     book,
     by_battery,
     copy_text,
+    in_key_order,
     newest_readings,
     stored_by,
 )
@@ -74,6 +75,16 @@ def test_readings_by_battery_keep_their_delivery_order():
         B2: [readings[0], readings[2]],
         B1: [readings[1], readings[3]],
     }
+
+
+def test_rows_in_key_order_are_by_battery_then_time():
+    readings = [reading(B2, 1), reading(B1, 2), reading(B2, 0), reading(B1, 10), reading(B1, 1)]
+    rows = in_key_order(copy_text(readings)).decode().splitlines()
+    assert [row.split("\t")[:2] for row in rows] == [
+        [r.battery_id, r.ts.isoformat()]
+        for r in sorted(readings, key=lambda r: (r.battery_id, r.ts))
+    ]
+    assert in_key_order(b"") == b""
 
 
 def test_copy_text_keeps_utc_nulls_and_exact_floats():
