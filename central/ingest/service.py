@@ -199,8 +199,9 @@ class IngestService:
         return self._decode(self._gather())
 
     def _decode(self, messages: list[Inbound]) -> Decoded:
-        """Decide each message; on PostgreSQL, work out the COPY texts too (CPU work, done
-        here in the decoding thread rather than in the storing one)."""
+        """Decide each message, and work out what storing their telemetry needs (the readings
+        per battery; on PostgreSQL the COPY texts too): CPU work, done here in the decoding
+        thread while the storing one waits on the database."""
         decoded = Decoded.of([(m, decide(self._topics, m.topic, m.payload)) for m in messages])
         decoded.telemetry.prepare(copy=self._copies)
         return decoded

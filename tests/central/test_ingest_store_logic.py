@@ -11,7 +11,7 @@ from central.ingest.store import (
     by_battery,
     copy_text,
     in_key_order,
-    newest_readings,
+    newest_of,
     stored_by,
 )
 from common import ids
@@ -66,7 +66,7 @@ def test_readings_at_or_below_the_highest_not_new_are_redeliveries():
 
 def test_newest_reading_per_battery_in_battery_order():
     readings = [reading(B2, 1), reading(B1, 3), reading(B1, 2), reading(B2, 1, voltage=12.0)]
-    assert newest_readings(readings) == [readings[1], readings[0]]
+    assert newest_of(by_battery(readings)) == [readings[1], readings[0]]
 
 
 def test_readings_by_battery_keep_their_delivery_order():
