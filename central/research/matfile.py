@@ -1006,11 +1006,11 @@ def _referenced(file: h5py.File, reference: h5py.Reference, name: str) -> h5py.G
     )
 
 
-def _read_dataset(dataset: h5py.Dataset) -> np.ndarray:
-    """The whole dataset: numbers straight into an array of their own type, as h5py's
-    ``dataset[()]`` would after setting up a reader per dataset object (a reference gives a new
-    one each time); anything else (empty or null spaces, strings, references) through h5py."""
-    dtype, shape = dataset.dtype, dataset.shape
+def _read_dataset(dataset: h5py.Dataset, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """The whole dataset (of ``dtype`` and ``shape``, as the caller has them already): numbers
+    straight into an array of their own type, as h5py's ``dataset[()]`` would after setting up a
+    reader per dataset object (a reference gives a new one each time); anything else (empty or
+    null spaces, strings, references) through h5py."""
     if dtype.kind not in "biuf" or not shape or not all(shape):
         return np.asarray(dataset[()])
     values = np.empty(shape, dtype=dtype)
@@ -1159,10 +1159,12 @@ class H5Node(MatNode):
             _referenced(self._file, flat[index], child_name), child_name, self._budget, self._file
         )
 
-    def _check_budget(self, dataset: h5py.Dataset, name: str) -> None:
-        """Refuse before reading: a compressed dataset can declare any shape at no cost on disk."""
-        itemsize = dataset.dtype.itemsize
-        declared = math.prod(dataset.shape) * itemsize
+    def _check_budget(self, dataset: h5py.Dataset, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """Refuse before reading: a compressed dataset can declare any shape at no cost on disk.
+        The dataset's type and shape, which h5py works out anew at each ask."""
+        dtype, shape = dataset.dtype, dataset.shape
+        itemsize = dtype.itemsize
+        declared = math.prod(shape) * itemsize
         plist = dataset.id.get_create_plist()  # once: each of h5py's properties makes its own
         layout = plist.get_layout()
         chunk = math.prod(plist.get_chunk()) * itemsize if layout == h5py.h5d.CHUNKED else 0
@@ -1170,18 +1172,19 @@ class H5Node(MatNode):
             raise InvalidMatFileError(
                 TOO_LARGE,
                 [
-                    f"{name} declares {_shape_text(dataset.shape)} items of {itemsize} bytes, "
+                    f"{name} declares {_shape_text(shape)} items of {itemsize} bytes, "
                     f"over the {_mib(self._budget.max_array_bytes)} limit per array"
                 ],
             )
         if plist.get_external_count() or layout == h5py.h5d.VIRTUAL:
             raise InvalidMatFileError(UNREADABLE, [f"{name} keeps its data in other files"])
+        return dtype, shape
 
     def _read(self) -> np.ndarray:
         self._need_open()
         with reading(self.name):
-            self._check_budget(self._obj, self.name)
-            return _read_dataset(self._obj)
+            dtype, shape = self._check_budget(self._obj, self.name)
+            return _read_dataset(self._obj, dtype, shape)
 
     def numbers(self) -> np.ndarray:
         if self._empty:
